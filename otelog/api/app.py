@@ -1,0 +1,45 @@
+"""The API application on :8080: GraphQL (+GraphiQL), health and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+
+from otelog.api.schema import schema
+from otelog.query.service import QueryService
+
+
+class _GraphQL(GraphQL):  # type: ignore[type-arg]
+    def __init__(self, context: dict[str, Any]) -> None:
+        super().__init__(schema)
+        self._context = context
+
+    async def get_context(self, request: Any, response: Any = None) -> dict[str, Any]:
+        return {**self._context, "request": request, "response": response}
+
+
+def build_app(query_service: QueryService, query_timeout: float, ready: Any) -> Starlette:
+    gql = _GraphQL({"query_service": query_service, "query_timeout": query_timeout})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "starting"}, status_code=503)
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )
+    app.add_route("/graphql", gql, methods=["GET", "POST"])
+    app.add_websocket_route("/graphql", gql)
+    return app

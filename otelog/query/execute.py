@@ -1,0 +1,296 @@
+"""Execution: postings answer term predicates per segment with bitmap algebra; only the
+rows a page shows are decoded; rows a bitmap cannot decide are checked one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyroaring import BitMap
+
+from otelog.model import LogBatch
+from otelog.query.ast import And, Compare, MatchAll, Node, Not, Or, Text, TimeRef
+from otelog.query.match import Matcher, compile_matcher, value_text
+from otelog.query.plan import TimeWindow, levels_matching, time_window
+from otelog.query.rows import LogRow, ResourceCache, row_from_batch, row_from_record
+from otelog.store import format as fmt
+from otelog.store.segment import SegmentReader
+from otelog.store.store import Store
+from otelog.store.tokens import is_indexed_token, tokens
+
+Cursor = tuple[int, int]  # (ts, log_id) of the last row returned; next page is older
+
+
+@dataclass
+class SearchResult:
+    rows: list[LogRow]
+    total: int
+    next_cursor: Cursor | None
+    next_token: str | None = None
+
+
+class _SegmentEval:
+    """Bitmap evaluation of one query over one sealed segment."""
+
+    def __init__(self, store: Store, tenant: str, seg: SegmentReader, now_ns: int) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.seg = seg
+        self.now_ns = now_ns
+        self._all: BitMap | None = None
+
+    @property
+    def all(self) -> BitMap:
+        if self._all is None:
+            self._all = self.seg.all_rows()
+        return self._all
+
+    def post(self, term: bytes) -> BitMap:
+        return self.store.posting(self.tenant, term, self.seg.meta.id)
+
+    def eval(self, node: Node) -> tuple[BitMap, bool]:
+        """(rows, exact): exact=False means `rows` is a superset still to be checked."""
+        if isinstance(node, MatchAll):
+            return self.all, True
+        if isinstance(node, And):
+            acc: BitMap | None = None
+            exact = True
+            for child in node.children:
+                bm, ex = self.eval(child)
+                acc = bm if acc is None else acc & bm
+                exact = exact and ex
+                if not acc:
+                    return BitMap(), True
+            return (acc if acc is not None else self.all), exact
+        if isinstance(node, Or):
+            parts = [self.eval(c) for c in node.children]
+            return BitMap.union(*(p[0] for p in parts)), all(p[1] for p in parts)
+        if isinstance(node, Not):
+            bm, ex = self.eval(node.child)
+            if ex:
+                return self.all - bm, True
+            return self.all, False
+        if isinstance(node, Text):
+            return self._text(node)
+        assert isinstance(node, Compare)
+        return self._compare(node)
+
+    def _text(self, node: Text) -> tuple[BitMap, bool]:
+        toks = tokens(node.text)
+        indexed = [t for t in toks if is_indexed_token(t)]
+        if not node.phrase and len(toks) == 1 and indexed:
+            return self.post(fmt.T_WORD + indexed[0].encode()), True
+        if not indexed:
+            return self.all, False
+        acc = self.post(fmt.T_WORD + indexed[0].encode())
+        for t in indexed[1:]:
+            acc &= self.post(fmt.T_WORD + t.encode())
+        return acc, False
+
+    def _eq_or_ne(self, op: str, term: bytes) -> tuple[BitMap, bool]:
+        bm = self.post(term)
+        return (bm, True) if op == "=" else (self.all - bm, True)
+
+    def _compare(self, c: Compare) -> tuple[BitMap, bool]:
+        f, op, v = c.field, c.op, c.value
+        if f == "timestamp" and isinstance(v, TimeRef):
+            t = v.resolve(self.now_ns)
+            ts = self.seg.ts
+            lo, hi = 0, len(ts)
+            if op == ">":
+                lo = int(np.searchsorted(ts, t, "right"))
+            elif op == ">=":
+                lo = int(np.searchsorted(ts, t, "left"))
+            elif op == "<":
+                hi = int(np.searchsorted(ts, t, "left"))
+            elif op == "<=":
+                hi = int(np.searchsorted(ts, t, "right"))
+            elif op == "=":
+                lo = int(np.searchsorted(ts, t, "left"))
+                hi = int(np.searchsorted(ts, t, "right"))
+            else:
+                return self.all, False
+            bm = BitMap()
+            if lo < hi:
+                bm.add_range(lo, hi)
+            return bm, True
+        if f == "level":
+            lvls = levels_matching(op, str(v))
+            if not lvls:
+                return BitMap(), True
+            parts = self.store.postings(
+                self.tenant, fmt.T_LEVEL + bytes([lvls[0]]), [self.seg.meta.id]
+            )
+            for lv in lvls[1:]:
+                parts.append(self.post(fmt.T_LEVEL + bytes([lv])))
+            return BitMap.union(*parts), True
+        if op not in ("=", "!="):
+            return self.all, False
+        if f == "service":
+            return self._eq_or_ne(op, fmt.term(fmt.T_SERVICE, str(v)))
+        if f == "host":
+            return self._eq_or_ne(op, fmt.term(fmt.T_HOST, str(v)))
+        if f == "trace_id":
+            try:
+                tid = bytes.fromhex(str(v))
+            except ValueError:
+                return (BitMap(), True) if op == "=" else (self.all, True)
+            return self._eq_or_ne(op, fmt.T_TRACE + tid)
+        for prefix, kind, tag in (("attributes.", fmt.T_ATTR, "a:"), ("resource.", fmt.T_RES, "r:")):
+            if f.startswith(prefix):
+                key = f[len(prefix) :]
+                if tag + key in self.seg.unindexed:
+                    return self.all, False
+                return self._eq_or_ne(op, fmt.attr_term(kind, key, value_text(v)))
+        return self.all, False
+
+
+def _cursor_limit(seg: SegmentReader, cursor: Cursor) -> int:
+    """Rows [0, result) of a (ts, lid)-sorted segment come strictly before `cursor`."""
+    ts = seg.ts
+    c_ts, c_lid = cursor
+    lo = int(np.searchsorted(ts, c_ts, "left"))
+    hi = int(np.searchsorted(ts, c_ts, "right"))
+    if lo == hi:
+        return lo
+    return lo + int(np.searchsorted(seg.lid[lo:hi], c_lid, "left"))
+
+
+class Searcher:
+    """Runs queries against one tenant's snapshot of the store."""
+
+    def __init__(self, store: Store, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.resources = ResourceCache()
+
+    def _segment_rows(
+        self, seg: SegmentReader, node: Node, window: TimeWindow, now_ns: int, matcher: Matcher
+    ) -> BitMap:
+        ev = _SegmentEval(self.store, self.tenant, seg, now_ns)
+        bm, exact = ev.eval(node)
+        if window.start > seg.meta.min_ts or window.end <= seg.meta.max_ts:
+            ts = seg.ts
+            lo = int(np.searchsorted(ts, window.start, "left"))
+            hi = int(np.searchsorted(ts, window.end, "left"))
+            rng = BitMap()
+            if lo < hi:
+                rng.add_range(lo, hi)
+            bm &= rng
+        if not exact and bm:
+            keep = [r for r in bm.to_array().tolist() if matcher(self.segment_row(seg, r))]
+            bm = BitMap(keep)
+        return bm
+
+    def segment_row(self, seg: SegmentReader, r: int) -> LogRow:
+        res_idx = int(seg.res[r])
+        service, host, resource_pb, scope_pb = seg.resources[res_idx]
+        rec = seg.block(r // fmt.BLOCK_ROWS)[r % fmt.BLOCK_ROWS]
+        return row_from_record(
+            rec,
+            int(seg.ts[r]),
+            int(seg.lid[r]),
+            int(seg.level[r]),
+            service,
+            host,
+            resource_pb,
+            scope_pb,
+            self.resources,
+        )
+
+    def search(
+        self,
+        node: Node,
+        now_ns: int,
+        window: TimeWindow = TimeWindow(),
+        limit: int = 100,
+        cursor: Cursor | None = None,
+    ) -> SearchResult:
+        window = window.intersect(time_window(node, now_ns))
+        if window.empty:
+            return SearchResult([], 0, None)
+        matcher = compile_matcher(node, now_ns)
+        snap = self.store.snapshot(self.tenant)
+        total = 0
+        # candidates for the page: (ts, lid, source, row)
+        cands: list[tuple[int, int, object, int]] = []
+        for seg in snap.segments:
+            m = seg.meta
+            if m.rows == 0 or m.max_ts < window.start or m.min_ts >= window.end:
+                continue
+            bm = self._segment_rows(seg, node, window, now_ns, matcher)
+            n = len(bm)
+            if not n:
+                continue
+            total += n
+            if limit <= 0:
+                continue
+            if cursor is not None:
+                if m.min_ts > cursor[0]:
+                    continue
+                upto = _cursor_limit(seg, cursor)
+                if upto < m.rows:
+                    page = bm.to_array()
+                    page = page[page < upto]
+                else:
+                    page = bm.to_array()
+            else:
+                page = bm.to_array()
+            top = page[-(limit + 1) :]
+            ts_col, lid_col = seg.ts, seg.lid
+            for r in top.tolist():
+                cands.append((int(ts_col[r]), int(lid_col[r]), seg, r))
+        for b in snap.fresh:
+            total += self._fresh_rows(b, matcher, window, cursor, limit, cands)
+        cands.sort(key=lambda c: (c[0], c[1]), reverse=True)
+        page_c = cands[:limit]
+        rows: list[LogRow] = []
+        for ts, lid, src, r in page_c:
+            if isinstance(src, SegmentReader):
+                rows.append(self.segment_row(src, r))
+            else:
+                assert isinstance(src, LogBatch)
+                rows.append(row_from_batch(src, r, self.resources))
+        nxt = (page_c[-1][0], page_c[-1][1]) if len(cands) > limit and page_c else None
+        return SearchResult(rows, total, nxt)
+
+    def _fresh_rows(
+        self,
+        b: LogBatch,
+        matcher: Matcher,
+        window: TimeWindow,
+        cursor: Cursor | None,
+        limit: int,
+        cands: list[tuple[int, int, object, int]],
+    ) -> int:
+        n = 0
+        ws, we = window.start, window.end
+        for i, t in enumerate(b.ts):
+            if t < ws or t >= we:
+                continue
+            if not matcher(row_from_batch(b, i, self.resources)):
+                continue
+            n += 1
+            if limit > 0 and (cursor is None or (t, b.log_id[i]) < cursor):
+                cands.append((t, b.log_id[i], b, i))
+        return n
+
+    def trace_logs(self, trace_id: bytes) -> list[LogRow]:
+        """Every log of a trace, any age: one prefix scan of the trace's posting key."""
+        snap = self.store.snapshot(self.tenant)
+        # the snapshot first, then only its segments: a memtable sealed meanwhile is
+        # still in snap.fresh, and its new segment is not in `segs`, so no row twice
+        segs = {s.meta.id: s for s in snap.segments}
+        rows: list[LogRow] = []
+        for seg_id, bm in self.store.posting_scan(self.tenant, fmt.T_TRACE + trace_id):
+            seg = segs.get(seg_id)
+            if seg is None:
+                continue
+            rows.extend(self.segment_row(seg, r) for r in bm.to_array().tolist())
+        for b in snap.fresh:
+            for i, t in enumerate(b.trace_id):
+                if t == trace_id:
+                    rows.append(row_from_batch(b, i, self.resources))
+        rows.sort(key=lambda r: (r.ts, r.log_id))
+        return rows

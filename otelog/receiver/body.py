@@ -1,0 +1,63 @@
+"""Reading an HTTP request body within limits, and decompressing it within limits.
+
+Both caps are enforced while streaming, so neither a huge body nor a gzip bomb is ever
+held in memory beyond the configured size.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+
+import zstandard
+
+from otelog.errors import InvalidArgument, PayloadTooLarge
+
+
+async def read_capped(chunks: AsyncIterator[bytes], declared: str | None, cap: int) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {cap} bytes")
+    parts: list[bytes] = []
+    n = 0
+    async for chunk in chunks:
+        n += len(chunk)
+        if n > cap:
+            raise PayloadTooLarge(f"request body exceeds the limit of {cap} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def decompress_capped(body: bytes, encoding: str, cap: int) -> bytes:
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if enc != "deflate" else zlib.MAX_WBITS
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(body, cap + 1)
+        except zlib.error as e:
+            raise InvalidArgument(f"invalid {enc} body: {e}") from None
+        if len(out) > cap or d.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body exceeds the limit of {cap} bytes")
+        if not d.eof:
+            raise InvalidArgument(f"truncated {enc} body")
+        return out
+    if enc == "zstd":
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(body)
+            parts: list[bytes] = []
+            n = 0
+            while n <= cap:
+                chunk = reader.read(min(1 << 20, cap + 1 - n))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                n += len(chunk)
+            out = b"".join(parts)
+        except zstandard.ZstdError as e:
+            raise InvalidArgument(f"invalid zstd body: {e}") from None
+        if len(out) > cap:
+            raise PayloadTooLarge(f"decompressed body exceeds the limit of {cap} bytes")
+        return out
+    raise InvalidArgument(f"unsupported Content-Encoding {encoding!r} (use gzip, zstd or none)")

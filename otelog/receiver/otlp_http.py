@@ -1,0 +1,136 @@
+"""OTLP/HTTP transport (OTLP spec, "OTLP/HTTP"): protobuf and JSON bodies, gzip and zstd."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from google.protobuf.json_format import MessageToJson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from otelog.errors import InvalidArgument, OtelogError
+from otelog.receiver import otlp_json
+from otelog.receiver.body import decompress_capped, read_capped
+from otelog.receiver.errors import http_status, status_message
+from otelog.receiver.handler import ExportResult, OtlpHandler
+
+log = logging.getLogger(__name__)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def _content_kind(request: Request) -> str | None:
+    ct = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ct in (PROTOBUF, "application/protobuf"):
+        return PROTOBUF
+    if ct == JSON:
+        return JSON
+    return None
+
+
+def _error(code: int, message: str, kind: str | None, headers: dict[str, str] | None = None) -> Response:
+    st = status_message(code, message)
+    if kind == PROTOBUF:
+        return Response(st.SerializeToString(), code, headers=headers, media_type=PROTOBUF)
+    return Response(MessageToJson(st, indent=None).encode(), code, headers=headers, media_type=JSON)
+
+
+def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Starlette:
+    async def export(
+        request: Request,
+        from_pb: Callable[[bytes], Awaitable[ExportResult]],
+        from_json: Callable[[bytes], Awaitable[ExportResult]],
+        response_pb: Callable[[ExportResult], bytes],
+        response_json: Callable[[ExportResult], bytes],
+    ) -> Response:
+        kind = _content_kind(request)
+        if kind is None:
+            return _error(
+                415,
+                f"unsupported Content-Type {request.headers.get('content-type')!r}; "
+                f"use {PROTOBUF} or {JSON}",
+                JSON,
+            )
+        try:
+            body = await read_capped(
+                request.stream(), request.headers.get("content-length"), max_body
+            )
+            body = decompress_capped(body, request.headers.get("content-encoding", ""), max_decompressed)
+            res = await (from_pb(body) if kind == PROTOBUF else from_json(body))
+        except Exception as e:  # noqa: BLE001 - every error maps to a status
+            if not isinstance(e, OtelogError):
+                log.exception("export failed")
+            code, message, headers = http_status(e)
+            return _error(code, message, kind, headers)
+        if kind == PROTOBUF:
+            return Response(response_pb(res), 200, media_type=PROTOBUF)
+        return Response(response_json(res), 200, media_type=JSON)
+
+    async def logs_from_json(body: bytes) -> ExportResult:
+        req = otlp_json.logs_request_from_json(body)
+        return await handler.export_logs(req.SerializeToString(), req=req)
+
+    async def traces_from_json(body: bytes) -> ExportResult:
+        req = otlp_json.traces_request_from_json(body)
+        return await handler.export_traces(req.SerializeToString(), req=req)
+
+    def logs_pb(r: ExportResult) -> bytes:
+        resp = ExportLogsServiceResponse()
+        if r.rejected or r.message:
+            resp.partial_success.rejected_log_records = r.rejected
+            resp.partial_success.error_message = r.message
+        return resp.SerializeToString()
+
+    def traces_pb(r: ExportResult) -> bytes:
+        resp = ExportTraceServiceResponse()
+        if r.rejected or r.message:
+            resp.partial_success.rejected_spans = r.rejected
+            resp.partial_success.error_message = r.message
+        return resp.SerializeToString()
+
+    async def v1_logs(request: Request) -> Response:
+        return await export(
+            request,
+            handler.export_logs,
+            logs_from_json,
+            logs_pb,
+            lambda r: otlp_json.logs_response_json(r.rejected, r.message),
+        )
+
+    async def v1_traces(request: Request) -> Response:
+        return await export(
+            request,
+            handler.export_traces,
+            traces_from_json,
+            traces_pb,
+            lambda r: otlp_json.traces_response_json(r.rejected, r.message),
+        )
+
+    async def v1_metrics(request: Request) -> Response:
+        return _error(
+            404,
+            "otelog stores logs and traces; OTLP metrics are not supported",
+            _content_kind(request) or JSON,
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, f"no OTLP endpoint at {request.url.path}", JSON)
+
+    async def bad_method(request: Request, exc: Exception) -> Response:
+        return _error(405, "OTLP/HTTP exports use POST", JSON, {"Allow": "POST"})
+
+    _ = InvalidArgument  # errors raised below the handler are InvalidArgument subclasses
+    return Starlette(
+        routes=[
+            Route("/v1/logs", v1_logs, methods=["POST"]),
+            Route("/v1/traces", v1_traces, methods=["POST"]),
+            Route("/v1/metrics", v1_metrics, methods=["POST"]),
+        ],
+        exception_handlers={404: not_found, 405: bad_method},
+    )

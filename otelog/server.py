@@ -1,0 +1,148 @@
+"""Wires the parts together and owns start-up and shutdown order.
+
+Start: open the store (format check) -> replay the WAL -> start the writer -> bind
+every port -> serve. Stop (SIGTERM/SIGINT): stop taking requests -> let in-flight
+exports finish and be acknowledged -> commit and seal -> close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from otelog.api.app import build_app as build_api_app
+from otelog.config import Config, split_host_port
+from otelog.errors import OtelogError
+from otelog.ingest.writer import Writer
+from otelog.query.service import QueryService
+from otelog.receiver import otlp_grpc, otlp_http
+from otelog.receiver.decode import DecodeLimits, decode_logs, parse_logs_request
+from otelog.receiver.handler import OtlpHandler
+from otelog.store import format as fmt
+from otelog.store.store import Store
+
+log = logging.getLogger("otelog")
+
+
+class StartupError(OtelogError):
+    pass
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # one process serves three ports; signals are handled once, by the server below
+        yield
+
+
+def _bind(addr: str, what: str) -> socket.socket:
+    try:
+        host, port = split_host_port(addr)
+    except ValueError as e:
+        raise StartupError(f"{what}: {e}") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"cannot listen on {addr} ({what}): {e.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.writer: Writer | None = None
+        self._ready = False
+        self._stop = asyncio.Event()
+
+    def open_store(self) -> None:
+        c = self.config
+        self.store = Store(c.data_dir)
+        self.writer = Writer(
+            self.store,
+            max_pending_bytes=c.max_pending_bytes,
+            seal_interval_s=c.seal_interval_seconds,
+            seal_rows=c.seal_rows,
+        )
+        limits = self.limits()
+        entries = []
+        for e in self.store.wal_entries():
+            if e.kind != fmt.WAL_LOGS:
+                continue
+            batch, _ = decode_logs(parse_logs_request(e.raw), e.receipt_ns, limits)
+            entries.append((e, batch))
+        n = self.writer.replay(entries)
+        if n:
+            log.info("replayed %d acknowledged records from the WAL", n)
+
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(max_future_ns=self.config.max_future_seconds * 10**9)
+
+    async def run(self) -> None:
+        c = self.config
+        self.open_store()
+        assert self.store is not None and self.writer is not None
+        grpc_host, grpc_port = split_host_port(c.grpc_listen)
+        # bind the HTTP ports first so a taken port fails before anything starts
+        http_sock = _bind(c.http_listen, "OTLP/HTTP")
+        api_sock = _bind(c.api_listen, "API")
+        probe = _bind(c.grpc_listen, "OTLP/gRPC")
+        probe.close()
+        self.writer.start()
+        handler = OtlpHandler(self.writer, self.limits())
+        grpc_server = otlp_grpc.build_server(handler, c.max_request_bytes, c.grpc_max_concurrent_streams)
+        try:
+            bound = grpc_server.add_insecure_port(c.grpc_listen)
+        except RuntimeError as e:
+            raise StartupError(f"cannot listen on {c.grpc_listen} (OTLP/gRPC): {e}") from None
+        if bound == 0:
+            raise StartupError(f"cannot listen on {c.grpc_listen} (OTLP/gRPC)")
+        await grpc_server.start()
+        qs = QueryService(self.store, c.query_max_limit)
+        http_app = otlp_http.build_app(handler, c.max_request_bytes, c.max_decompressed_bytes)
+        api_app = build_api_app(qs, c.query_timeout_seconds, lambda: self._ready)
+        servers = [
+            _Uvicorn(uvicorn.Config(http_app, log_level="warning", lifespan="off", timeout_graceful_shutdown=10)),
+            _Uvicorn(uvicorn.Config(api_app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5, ws="websockets")),
+        ]
+        tasks = [
+            asyncio.create_task(servers[0].serve(sockets=[http_sock])),
+            asyncio.create_task(servers[1].serve(sockets=[api_sock])),
+        ]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self._ready = True
+        log.info(
+            "otelog serving: OTLP/gRPC %s, OTLP/HTTP %s, API %s, data %s",
+            c.grpc_listen,
+            c.http_listen,
+            c.api_listen,
+            c.data_dir,
+        )
+        print(f"otelog ready grpc={c.grpc_listen} http={c.http_listen} api={c.api_listen}", flush=True)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        log.info("otelog stopping")
+        self._ready = False
+        # stop accepting, let in-flight exports finish (they are acknowledged only once durable)
+        await grpc_server.stop(grace=10)
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.writer.stop)
+        self.store.close()
+        log.info("otelog stopped")
+        _ = grpc_host, grpc_port, done

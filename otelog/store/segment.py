@@ -1,0 +1,281 @@
+"""Segments: time-sorted runs of log records stored as compressed columns + postings.
+
+A segment is immutable once written. Rows are sorted by (timestamp, log id), so a
+time range is a slice of rows, newest-first is reverse row order, and a page cursor
+is a binary search.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pyroaring import BitMap
+
+from otelog.model import LogBatch
+from otelog.store import format as fmt
+from otelog.store.tokens import indexed_tokens
+
+if TYPE_CHECKING:
+    from otelog.store.db import Database
+
+# An attribute key gets postings in a segment only while its distinct values stay within
+# this budget; past it the key is still searchable by scanning that segment's rows.
+ATTR_MAX_DISTINCT = 1000
+ATTR_MAX_VALUE_LEN = 200
+
+
+@dataclass
+class SegmentMeta:
+    id: int
+    tenant: str
+    rows: int
+    min_ts: int
+    max_ts: int
+    blocks: int
+    bytes: int = 0
+    # attribute keys present in the segment without postings, as "a:key" / "r:key"
+    unindexed: list[str] = field(default_factory=list)
+    level_counts: list[int] = field(default_factory=lambda: [0] * 7)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @staticmethod
+    def decode(data: bytes) -> SegmentMeta:
+        return SegmentMeta(**json.loads(data))
+
+
+@dataclass
+class BuiltSegment:
+    meta: SegmentMeta
+    columns: list[tuple[bytes, bytes]]  # (key, value) in CF_COLS
+    postings: list[tuple[bytes, bytes]]  # (key, value) in CF_POST
+
+
+def _merge_resources(
+    batches: list[LogBatch],
+) -> tuple[list[tuple[str, str, bytes, bytes]], list[tuple[tuple[str, str], ...]], np.ndarray]:
+    """One resource table for the segment; returns it, its attrs, and each row's index."""
+    table: dict[tuple[bytes, bytes], int] = {}
+    resources: list[tuple[str, str, bytes, bytes]] = []
+    res_attrs: list[tuple[tuple[str, str], ...]] = []
+    parts: list[np.ndarray] = []
+    for b in batches:
+        remap = np.empty(len(b.resources), dtype=np.uint32)
+        for i, r in enumerate(b.resources):
+            k = (r.resource_pb, r.scope_pb)
+            idx = table.get(k)
+            if idx is None:
+                idx = table[k] = len(resources)
+                resources.append((r.service, r.host, r.resource_pb, r.scope_pb))
+                res_attrs.append(r.attrs)
+            remap[i] = idx
+        parts.append(remap[np.asarray(b.res, dtype=np.int64)] if len(b) else remap[:0])
+    res = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+    return resources, res_attrs, res
+
+
+def _bitmap(rows: np.ndarray | list[int]) -> bytes:
+    bm = BitMap(rows)
+    bm.run_optimize()
+    return bytes(bm.serialize())
+
+
+def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSegment:
+    """Columns and postings of one segment from the batches of a memtable."""
+    ts = np.fromiter((t for b in batches for t in b.ts), dtype=np.int64)
+    lid = np.fromiter((t for b in batches for t in b.log_id), dtype=np.int64)
+    level = np.frombuffer(b"".join(bytes(b.level) for b in batches), dtype=np.uint8)
+    resources, res_attrs, res = _merge_resources(batches)
+    order = np.lexsort((lid, ts))
+    ts, lid, level, res = ts[order], lid[order], level[order], res[order]
+    order_l = order.tolist()
+    recs_all = [r for b in batches for r in b.rec]
+    bodies_all = [x for b in batches for x in b.body]
+    tids_all = [x for b in batches for x in b.trace_id]
+    attrs_all = [x for b in batches for x in b.attrs]
+    recs = [recs_all[i] for i in order_l]
+    n = len(recs)
+
+    cols: list[tuple[bytes, bytes]] = [
+        (fmt.column_key(tenant, seg_id, fmt.COL_TS), fmt.encode_int64_column(ts)),
+        (fmt.column_key(tenant, seg_id, fmt.COL_LID), fmt.encode_int64_column(lid)),
+        (fmt.column_key(tenant, seg_id, fmt.COL_LEVEL), fmt.encode_small_column(level, "u1")),
+        (fmt.column_key(tenant, seg_id, fmt.COL_RES), fmt.encode_small_column(res, "<u2")),
+        (fmt.column_key(tenant, seg_id, fmt.COL_RESOURCES), fmt.encode_resources(resources)),
+    ]
+    blocks = (n + fmt.BLOCK_ROWS - 1) // fmt.BLOCK_ROWS
+    for blk in range(blocks):
+        chunk = recs[blk * fmt.BLOCK_ROWS : (blk + 1) * fmt.BLOCK_ROWS]
+        cols.append(
+            (
+                fmt.column_key(tenant, seg_id, fmt.COL_RECS, blk),
+                fmt.compress(fmt.encode_blobs(chunk)),
+            )
+        )
+
+    terms: dict[bytes, np.ndarray | list[int]] = {}
+    # resource-level terms: rows of each resource index, unioned per term
+    res_rows: dict[bytes, list[np.ndarray]] = {}
+    res_values: dict[str, set[str]] = {}
+    for r_idx, (service, host, _rpb, _spb) in enumerate(resources):
+        rows = np.flatnonzero(res == r_idx)
+        if len(rows) == 0:
+            continue
+        res_rows.setdefault(fmt.term(fmt.T_SERVICE, service), []).append(rows)
+        if host:
+            res_rows.setdefault(fmt.term(fmt.T_HOST, host), []).append(rows)
+        for k, v in res_attrs[r_idx]:
+            res_values.setdefault(k, set()).add(v)
+            if len(v) <= ATTR_MAX_VALUE_LEN:
+                res_rows.setdefault(fmt.attr_term(fmt.T_RES, k, v), []).append(rows)
+    unindexed: list[str] = []
+    over = {
+        k
+        for k, vs in res_values.items()
+        if len(vs) > ATTR_MAX_DISTINCT or any(len(v) > ATTR_MAX_VALUE_LEN for v in vs)
+    }
+    unindexed += [f"r:{k}" for k in sorted(over)]
+    for t, parts in res_rows.items():
+        if t[:1] == fmt.T_RES and t[1:].split(b"\x00", 1)[0].decode() in over:
+            continue
+        terms[t] = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+    level_counts = [0] * 7
+    for lv in range(7):
+        rows = np.flatnonzero(level == lv)
+        level_counts[lv] = len(rows)
+        if len(rows):
+            terms[fmt.term(fmt.T_LEVEL, bytes([lv]))] = rows
+
+    # row-level terms, in sorted row order
+    trace_rows: dict[bytes, list[int]] = {}
+    word_rows: dict[str, list[int]] = {}
+    attr_rows: dict[str, dict[str, list[int]]] = {}
+    for i, src in enumerate(order_l):
+        tid = tids_all[src]
+        if tid:
+            trace_rows.setdefault(tid, []).append(i)
+        for tok in set(indexed_tokens(bodies_all[src])):
+            word_rows.setdefault(tok, []).append(i)
+        for k, v in attrs_all[src]:
+            vals = attr_rows.get(k)
+            if vals is None:
+                vals = attr_rows[k] = {}
+            vals.setdefault(v, []).append(i)
+    for tid, rws in trace_rows.items():
+        terms[fmt.T_TRACE + tid] = rws
+    for tok, rws in word_rows.items():
+        terms[fmt.T_WORD + tok.encode()] = rws
+    for k, vals in attr_rows.items():
+        if len(vals) > ATTR_MAX_DISTINCT or any(len(v) > ATTR_MAX_VALUE_LEN for v in vals):
+            unindexed.append(f"a:{k}")
+            continue
+        for v, rws in vals.items():
+            terms[fmt.attr_term(fmt.T_ATTR, k, v)] = rws
+
+    postings = [(fmt.posting_key(tenant, t, seg_id), _bitmap(rws)) for t, rws in terms.items()]
+    cols.append(
+        (
+            fmt.column_key(tenant, seg_id, fmt.COL_TERMS),
+            fmt.compress(fmt.encode_blobs(list(terms))),
+        )
+    )
+    meta = SegmentMeta(
+        id=seg_id,
+        tenant=tenant,
+        rows=n,
+        min_ts=int(ts[0]) if n else 0,
+        max_ts=int(ts[-1]) if n else 0,
+        blocks=blocks,
+        unindexed=sorted(unindexed),
+        level_counts=level_counts,
+    )
+    meta.bytes = sum(len(k) + len(v) for k, v in cols) + sum(len(k) + len(v) for k, v in postings)
+    return BuiltSegment(meta, cols, postings)
+
+
+class SegmentReader:
+    """Lazily decoded columns of one sealed segment; cached by the store."""
+
+    def __init__(self, db: Database, meta: SegmentMeta) -> None:
+        self.db = db
+        self.meta = meta
+        self._lock = threading.Lock()
+        self._ts: np.ndarray | None = None
+        self._lid: np.ndarray | None = None
+        self._level: np.ndarray | None = None
+        self._res: np.ndarray | None = None
+        self._resources: list[tuple[str, str, bytes, bytes]] | None = None
+        self._blocks: OrderedDict[int, list[bytes]] = OrderedDict()
+        self.unindexed = frozenset(meta.unindexed)
+
+    def _col(self, name: bytes) -> bytes:
+        v = self.db.get(fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, name))
+        if v is None:
+            raise KeyError(f"segment {self.meta.id:x} lost column {name!r}")
+        return v
+
+    @property
+    def ts(self) -> np.ndarray:
+        if self._ts is None:
+            self._ts = fmt.decode_int64_column(self._col(fmt.COL_TS))
+        return self._ts
+
+    @property
+    def lid(self) -> np.ndarray:
+        if self._lid is None:
+            self._lid = fmt.decode_int64_column(self._col(fmt.COL_LID))
+        return self._lid
+
+    @property
+    def level(self) -> np.ndarray:
+        if self._level is None:
+            self._level = fmt.decode_small_column(self._col(fmt.COL_LEVEL), "u1")
+        return self._level
+
+    @property
+    def res(self) -> np.ndarray:
+        if self._res is None:
+            self._res = fmt.decode_small_column(self._col(fmt.COL_RES), "<u2")
+        return self._res
+
+    @property
+    def resources(self) -> list[tuple[str, str, bytes, bytes]]:
+        if self._resources is None:
+            self._resources = fmt.decode_resources(self._col(fmt.COL_RESOURCES))
+        return self._resources
+
+    def terms(self) -> list[bytes]:
+        return fmt.decode_blobs(fmt.decompress(self._col(fmt.COL_TERMS)))
+
+    def block(self, blk: int) -> list[bytes]:
+        with self._lock:
+            cached = self._blocks.get(blk)
+            if cached is not None:
+                self._blocks.move_to_end(blk)
+                return cached
+        raw = self.db.get(fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, fmt.COL_RECS, blk))
+        if raw is None:
+            raise KeyError(f"segment {self.meta.id:x} lost block {blk}")
+        recs = fmt.decode_blobs(fmt.decompress(raw))
+        with self._lock:
+            self._blocks[blk] = recs
+            while len(self._blocks) > 8:
+                self._blocks.popitem(last=False)
+        return recs
+
+    def recs(self, rows: list[int]) -> list[bytes]:
+        out = []
+        for r in rows:
+            out.append(self.block(r // fmt.BLOCK_ROWS)[r % fmt.BLOCK_ROWS])
+        return out
+
+    def all_rows(self) -> BitMap:
+        bm = BitMap()
+        bm.add_range(0, self.meta.rows)
+        return bm

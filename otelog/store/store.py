@@ -1,0 +1,225 @@
+"""The store: RocksDB, the segment catalog, the memtable, postings and spans.
+
+Writes come from one writer (group commit) and one sealer; reads take a snapshot
+(`Snapshot`) of the catalog and the memtables and never block writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyroaring import BitMap
+
+from otelog.model import LogBatch, SpanBatch
+from otelog.store import format as fmt
+from otelog.store.db import Database
+from otelog.store.memtable import Memtable
+from otelog.store.segment import SegmentMeta, SegmentReader, build_segment
+
+log = logging.getLogger(__name__)
+
+NEXT_SEQ_KEY = b"next_seq"
+
+
+@dataclass
+class WalEntry:
+    seq: int
+    kind: int
+    receipt_ns: int
+    tenant: str
+    raw: bytes
+
+
+@dataclass
+class Snapshot:
+    """What a query sees: sealed segments and the batches not yet sealed."""
+
+    segments: list[SegmentReader]
+    fresh: list[LogBatch]
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.db = Database(path)
+        self._lock = threading.RLock()
+        self._seal_lock = threading.Lock()
+        self._segments: dict[str, dict[int, SegmentReader]] = {}
+        self._active: dict[str, Memtable] = {}
+        self._sealing: list[Memtable] = []
+        self._services: dict[str, set[str]] = {}
+        self._last_seg_id = 0
+        self._load_catalog()
+        self._next_seq = self._recover_next_seq()
+
+    # ---- opening
+
+    def _load_catalog(self) -> None:
+        for key, value in self.db.scan_prefix(fmt.CF_META, b"seg/"):
+            meta = SegmentMeta.decode(value)
+            self._segments.setdefault(meta.tenant, {})[meta.id] = SegmentReader(self.db, meta)
+            self._last_seg_id = max(self._last_seg_id, meta.id)
+        for key, _ in self.db.scan_prefix(fmt.CF_META, b"svc/"):
+            n = key[4]
+            tenant = key[5 : 5 + n].decode()
+            self._services.setdefault(tenant, set()).add(key[5 + n :].decode())
+
+    def _recover_next_seq(self) -> int:
+        stored = self.db.get(fmt.CF_META, NEXT_SEQ_KEY)
+        nxt = int.from_bytes(stored, "big") if stored else 1
+        for key, _ in self.db.scan_prefix(fmt.CF_WAL, b""):
+            nxt = max(nxt, fmt.wal_seq(key) + 1)
+        return nxt
+
+    def wal_entries(self) -> Iterator[WalEntry]:
+        """Requests acknowledged but not yet sealed; replayed into the memtable on start."""
+        for key, value in self.db.scan_prefix(fmt.CF_WAL, b""):
+            kind, receipt_ns, tenant, raw = fmt.decode_wal_value(value)
+            yield WalEntry(fmt.wal_seq(key), kind, receipt_ns, tenant, raw)
+
+    # ---- writing
+
+    def allocate_seqs(self, n: int) -> int:
+        """First of `n` consecutive WAL sequence numbers (writer thread only)."""
+        first = self._next_seq
+        self._next_seq += n
+        return first
+
+    def commit(
+        self,
+        wal: list[WalEntry],
+        spans: list[tuple[str, SpanBatch]],
+        services: set[tuple[str, str]],
+    ) -> None:
+        """One synced WriteBatch for everything the writer gathered (group commit)."""
+        wb = self.db.batch()
+        for e in wal:
+            self.db.put(
+                wb,
+                fmt.CF_WAL,
+                fmt.wal_key(e.seq),
+                fmt.encode_wal_value(e.kind, e.receipt_ns, e.tenant, e.raw),
+            )
+        for tenant, sb in spans:
+            res = sb.resources
+            for i in range(len(sb)):
+                r = res[sb.res[i]]
+                self.db.put(
+                    wb,
+                    fmt.CF_SPANS,
+                    fmt.span_key(tenant, sb.trace_id[i], sb.start_ns[i], sb.span_id[i]),
+                    fmt.encode_span_value(sb.service[i], r.resource_pb, r.scope_pb, sb.span_pb[i]),
+                )
+        new_services = []
+        with self._lock:
+            for tenant, svc in services:
+                if svc not in self._services.get(tenant, ()):
+                    new_services.append((tenant, svc))
+        for tenant, svc in new_services:
+            self.db.put(wb, fmt.CF_META, fmt.service_key(tenant, svc), b"")
+        self.db.write(wb, sync=True)
+        with self._lock:
+            for tenant, svc in new_services:
+                self._services.setdefault(tenant, set()).add(svc)
+
+    def add_fresh(self, tenant: str, batch: LogBatch, wal_seq: int) -> None:
+        """Make a committed batch searchable at once."""
+        with self._lock:
+            mt = self._active.get(tenant)
+            if mt is None:
+                mt = self._active[tenant] = Memtable(tenant)
+            mt.add(batch, wal_seq)
+
+    def fresh_stats(self) -> tuple[int, float]:
+        with self._lock:
+            rows = sum(m.rows for m in self._active.values())
+            age = max((m.age() for m in self._active.values() if m.rows), default=0.0)
+        return rows, age
+
+    def _new_seg_id(self) -> int:
+        # time-ordered and unique: ms since the epoch in the high bits
+        sid = max(int(time.time() * 1000) << 16, self._last_seg_id + 1)
+        self._last_seg_id = sid
+        return sid
+
+    def seal(self) -> int:
+        """Turn the active memtables into segments. Returns the number of rows sealed."""
+        with self._seal_lock:
+            with self._lock:
+                todo = [m for m in self._active.values() if m.rows]
+                for m in todo:
+                    del self._active[m.tenant]
+                    self._sealing.append(m)
+            sealed = 0
+            for m in todo:
+                with self._lock:
+                    seg_id = self._new_seg_id()
+                built = build_segment(m.tenant, seg_id, m.batches)
+                wb = self.db.batch()
+                for k, v in built.columns:
+                    self.db.put(wb, fmt.CF_COLS, k, v)
+                for k, v in built.postings:
+                    self.db.put(wb, fmt.CF_POST, k, v)
+                self.db.put(wb, fmt.CF_META, fmt.catalog_key(m.tenant, seg_id), built.meta.encode())
+                for seq in m.wal_seqs:
+                    self.db.delete(wb, fmt.CF_WAL, fmt.wal_key(seq))
+                self.db.put(
+                    wb, fmt.CF_META, NEXT_SEQ_KEY, (max(m.wal_seqs) + 1).to_bytes(8, "big")
+                )
+                # not synced: the WAL entries it deletes are durable until this batch is,
+                # and RocksDB applies the whole batch or none of it
+                self.db.write(wb, sync=False)
+                reader = SegmentReader(self.db, built.meta)
+                with self._lock:
+                    self._segments.setdefault(m.tenant, {})[seg_id] = reader
+                    self._sealing.remove(m)
+                sealed += m.rows
+            return sealed
+
+    # ---- reading
+
+    def snapshot(self, tenant: str) -> Snapshot:
+        with self._lock:
+            segs = list(self._segments.get(tenant, {}).values())
+            fresh = [b for m in self._sealing if m.tenant == tenant for b in m.batches]
+            mt = self._active.get(tenant)
+            if mt is not None:
+                fresh += mt.batches
+        return Snapshot(segs, fresh)
+
+    def segment(self, tenant: str, seg_id: int) -> SegmentReader | None:
+        with self._lock:
+            return self._segments.get(tenant, {}).get(seg_id)
+
+    def services(self, tenant: str) -> list[str]:
+        with self._lock:
+            return sorted(self._services.get(tenant, ()))
+
+    def posting(self, tenant: str, term: bytes, seg_id: int) -> BitMap:
+        v = self.db.get(fmt.CF_POST, fmt.posting_key(tenant, term, seg_id))
+        return BitMap.deserialize(v) if v is not None else BitMap()
+
+    def postings(self, tenant: str, term: bytes, seg_ids: list[int]) -> list[BitMap]:
+        keys = [fmt.posting_key(tenant, term, s) for s in seg_ids]
+        return [BitMap.deserialize(v) if v is not None else BitMap() for v in self.db.get_many(fmt.CF_POST, keys)]
+
+    def posting_scan(self, tenant: str, term: bytes) -> Iterator[tuple[int, BitMap]]:
+        """Every segment holding `term`, in segment order: one prefix scan."""
+        for key, value in self.db.scan_prefix(fmt.CF_POST, fmt.posting_prefix(tenant, term)):
+            yield fmt.seg_id_of_posting_key(key), BitMap.deserialize(value)
+
+    def trace_spans(self, tenant: str, trace_id: bytes) -> list[tuple[str, bytes, bytes, bytes]]:
+        return [
+            fmt.decode_span_value(v)
+            for _, v in self.db.scan_prefix(fmt.CF_SPANS, fmt.span_prefix(tenant, trace_id))
+        ]
+
+    def size_on_disk(self) -> dict[str, int]:
+        return self.db.size_on_disk()
+
+    def close(self) -> None:
+        self.db.flush()
+        self.db.close()
