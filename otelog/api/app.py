@@ -7,7 +7,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
 from otelog.api.schema import schema
@@ -34,12 +34,11 @@ def build_app(query_service: QueryService, query_timeout: float, ready: Any) -> 
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "starting"}, status_code=503)
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/graphql", gql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", gql),
         ]
     )
-    app.add_route("/graphql", gql, methods=["GET", "POST"])
-    app.add_websocket_route("/graphql", gql)
-    return app

@@ -62,6 +62,7 @@ class Writer:
         self._pending_bytes = 0
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._stop_sealer = threading.Event()
 
     # ---- lifecycle
 
@@ -76,6 +77,7 @@ class Writer:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._stop_sealer.set()
         for t in self._threads:
             t.join()
         self.store.seal()
@@ -192,13 +194,9 @@ class Writer:
     # ---- the sealer thread
 
     def _seal_loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-                self._cond.wait(0.05)
-                if self._stopping:
-                    return
+        # its own event: sharing the writer's condition would let a notify meant for the
+        # committer wake the sealer instead, leaving a request waiting
+        while not self._stop_sealer.wait(0.05):
             rows, age = self.store.fresh_stats()
             if rows >= self.seal_rows or (rows and age >= self.seal_interval_s):
                 try:

@@ -250,34 +250,6 @@ _SEVERITY_NUMBERS = _enum_names(SeverityNumber.DESCRIPTOR)
 _SPAN_KINDS = _enum_names(Span.SpanKind.DESCRIPTOR)
 _STATUS_CODES = _enum_names(Status.StatusCode.DESCRIPTOR)
 
-# AnyValue's oneof members, by either spelling.
-(
-    _AV_STRING,
-    _AV_BOOL,
-    _AV_INT,
-    _AV_DOUBLE,
-    _AV_ARRAY,
-    _AV_KVLIST,
-    _AV_BYTES,
-    _AV_STRINDEX,
-) = range(8)
-_AV_KIND_BY_FIELD = {
-    "string_value": _AV_STRING,
-    "bool_value": _AV_BOOL,
-    "int_value": _AV_INT,
-    "double_value": _AV_DOUBLE,
-    "array_value": _AV_ARRAY,
-    "kvlist_value": _AV_KVLIST,
-    "bytes_value": _AV_BYTES,
-    "string_value_strindex": _AV_STRINDEX,
-}
-_AV_KIND: dict[str, int] = {}
-for _field in AnyValue.DESCRIPTOR.fields:
-    _AV_KIND[_field.name] = _AV_KIND[_field.json_name] = _AV_KIND_BY_FIELD[_field.name]
-if len(_AV_KIND_BY_FIELD) != len(AnyValue.DESCRIPTOR.fields):  # pragma: no cover
-    raise ImportError("AnyValue has fields this decoder does not know")
-
-
 # --------------------------------------------------------------------------------------
 # Scalars
 # --------------------------------------------------------------------------------------
@@ -287,6 +259,14 @@ def _string(value: Any, seg: str) -> str:
     if type(value) is not str:
         raise _Fail(_expected("a string", value), seg)
     return value
+
+
+def _decimal(text: str, seg: str) -> Decimal:
+    """A number given as a string (already matched against JSON's number grammar)."""
+    try:
+        return Decimal(text)
+    except DecimalException:  # an exponent beyond what Decimal represents
+        raise _Fail(f"{_describe(text)} is out of range", seg) from None
 
 
 def _int_from_decimal(number: Decimal, original: Any, seg: str) -> int:
@@ -311,7 +291,7 @@ def _int_from_string(text: str, seg: str) -> int:
             number = int(digits)
             return -number if negative else number
         if _JSON_NUMBER.fullmatch(text):  # a fraction or exponent, e.g. "1e3", "5.0"
-            return _int_from_decimal(Decimal(text), text, seg)
+            return _int_from_decimal(_decimal(text, seg), text, seg)
     raise _Fail(_expected("an integer", text), seg)
 
 
@@ -380,7 +360,7 @@ def _double(value: Any, seg: str) -> float:
         if special is not None:
             return special
         if _JSON_NUMBER.fullmatch(value):
-            return _double(Decimal(value), seg)
+            return _double(_decimal(value, seg), seg)
     raise _Fail(_expected('a number or "NaN", "Infinity", "-Infinity"', value), seg)
 
 
@@ -466,79 +446,115 @@ def _sub(decode: Callable[[Any, M], None], value: Any, message: M, seg: str) -> 
         raise
 
 
-def _one_of(obj: dict[str, Any]) -> tuple[int, str, Any]:
-    """(kind, key, value) of the AnyValue member set in `obj`; kind is -1 if none is."""
-    kind = -1
-    key = ""
-    value: Any = None
-    for k, v in obj.items():
-        c = _AV_KIND.get(k)
-        if c is None or v is None:
-            continue
-        if kind >= 0:
-            raise _Fail(f"AnyValue has more than one value ({key} and {k})")
-        kind, key, value = c, k, v
-    return kind, key, value
+# AnyValue: one setter per oneof member, looked up by the member's JSON key (either
+# spelling). Each takes (value, the AnyValue to fill, its depth, the key for error paths).
+
+
+def _set_string(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    if type(value) is not str:
+        raise _Fail(_expected("a string", value), "." + key)
+    av.string_value = value
+
+
+def _set_bool(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    if type(value) is not bool:
+        raise _Fail(_expected("a boolean", value), "." + key)
+    av.bool_value = value
+
+
+def _set_int(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    av.int_value = _int64(value, "." + key)
+
+
+def _set_double(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    av.double_value = _double(value, "." + key)
+
+
+def _set_bytes(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    av.bytes_value = _base64(value, "." + key)
+
+
+def _set_strindex(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    av.string_value_strindex = _int32(value, "." + key)
+
+
+def _set_array(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    seg = "." + key
+    array = av.array_value
+    array.SetInParent()
+    values = _object(value, _VALUES, seg).get("values")
+    if values is None:
+        return
+    if type(values) is not list:
+        raise _Fail(_expected("an array", values), ".values", seg)
+    if values and depth >= MAX_ANY_VALUE_DEPTH:
+        raise _Fail(f"AnyValue nesting is deeper than {MAX_ANY_VALUE_DEPTH} levels", seg)
+    add = array.values.add
+    for i, item in enumerate(values):
+        try:
+            _any_value(item, add(), depth + 1)
+        except _Fail as e:
+            e.path.extend((f"[{i}]", ".values", seg))
+            raise
+        except UnicodeEncodeError:
+            raise _Fail(_SURROGATE, f"[{i}]", ".values", seg) from None
+
+
+def _set_kvlist(value: Any, av: AnyValue, depth: int, key: str) -> None:
+    seg = "." + key
+    kvlist = av.kvlist_value
+    kvlist.SetInParent()
+    values = _object(value, _VALUES, seg).get("values")
+    if values is None:
+        return
+    if values and depth >= MAX_ANY_VALUE_DEPTH:
+        raise _Fail(f"AnyValue nesting is deeper than {MAX_ANY_VALUE_DEPTH} levels", seg)
+    try:
+        _key_values(values, kvlist.values, depth + 1, ".values")
+    except _Fail as e:
+        e.path.append(seg)
+        raise
+
+
+_AnyValueSetter = Callable[[Any, AnyValue, int, str], None]
+_SETTER_BY_FIELD: dict[str, _AnyValueSetter] = {
+    "string_value": _set_string,
+    "bool_value": _set_bool,
+    "int_value": _set_int,
+    "double_value": _set_double,
+    "array_value": _set_array,
+    "kvlist_value": _set_kvlist,
+    "bytes_value": _set_bytes,
+    "string_value_strindex": _set_strindex,
+}
+if set(_SETTER_BY_FIELD) != set(AnyValue.DESCRIPTOR.fields_by_name):  # pragma: no cover
+    raise ImportError("AnyValue's fields are not the ones this decoder knows")
+_ANY_VALUE_SETTERS: dict[str, _AnyValueSetter] = {}
+for _field in AnyValue.DESCRIPTOR.fields:
+    _ANY_VALUE_SETTERS[_field.name] = _SETTER_BY_FIELD[_field.name]
+    _ANY_VALUE_SETTERS[_field.json_name] = _SETTER_BY_FIELD[_field.name]
 
 
 def _any_value(obj: Any, av: AnyValue, depth: int) -> None:
+    """Fill `av` from its JSON object; `depth` is 1 for a top-level value (body, attribute)."""
     if type(obj) is not dict:
         raise _Fail(_expected("an object", obj))
-    if depth > MAX_ANY_VALUE_DEPTH:
-        raise _Fail(f"AnyValue nesting is deeper than {MAX_ANY_VALUE_DEPTH} levels")
-    key: str
-    value: Any
     if len(obj) == 1:  # the usual shape: exactly one member
         [(key, value)] = obj.items()
-        if value is None:
-            av.SetInParent()
+        setter = _ANY_VALUE_SETTERS.get(key)
+        if setter is not None and value is not None:
+            setter(value, av, depth, key)
             return
-        kind = _AV_KIND.get(key, -1)
-        if kind == _AV_STRING and type(value) is str:
-            av.string_value = value
-            return
-    else:
-        kind, key, value = _one_of(obj)
-    seg = "." + key
-    if kind == _AV_STRING:
-        av.string_value = _string(value, seg)
-    elif kind == _AV_INT:
-        av.int_value = _int64(value, seg)
-    elif kind == _AV_DOUBLE:
-        av.double_value = _double(value, seg)
-    elif kind == _AV_BOOL:
-        av.bool_value = _bool(value, seg)
-    elif kind == _AV_KVLIST:
-        kvlist = av.kvlist_value
-        kvlist.SetInParent()
-        values = _object(value, _VALUES, seg).get("values")
-        if values is not None:
-            try:
-                _key_values(values, kvlist.values, depth + 1, ".values")
-            except _Fail as e:
-                e.path.append(seg)
-                raise
-    elif kind == _AV_ARRAY:
-        array = av.array_value
-        array.SetInParent()
-        values = _object(value, _VALUES, seg).get("values")
-        if values is not None:
-            if type(values) is not list:
-                raise _Fail(_expected("an array", values), ".values", seg)
-            add = array.values.add
-            for i, item in enumerate(values):
-                try:
-                    _any_value(item, add(), depth + 1)
-                except _Fail as e:
-                    e.path.extend((f"[{i}]", ".values", seg))
-                    raise
-                except UnicodeEncodeError:
-                    raise _Fail(_SURROGATE, f"[{i}]", ".values", seg) from None
-    elif kind == _AV_BYTES:
-        av.bytes_value = _base64(value, seg)
-    elif kind == _AV_STRINDEX:
-        av.string_value_strindex = _int32(value, seg)
-    else:
+    found = ""
+    for key, value in obj.items():
+        setter = _ANY_VALUE_SETTERS.get(key)
+        if setter is None or value is None:
+            continue  # unknown member or null: absent
+        if found:
+            raise _Fail(f"AnyValue has more than one value ({found} and {key})")
+        found = key
+        setter(value, av, depth, key)
+    if not found:
         av.SetInParent()  # `{}`: a present, empty value
 
 

@@ -92,7 +92,7 @@ class Database:
         return self.cf[cf].get(keys)  # type: ignore[no-any-return]
 
     def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        ro = ReadOptions(raw_mode=True)
+        ro = ReadOptions()
         ro.set_iterate_upper_bound(_prefix_end(prefix))
         it = self.cf[cf].iter(ro)
         it.seek(prefix)
@@ -101,7 +101,7 @@ class Database:
             it.next()
 
     def scan_range(self, cf: str, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
-        ro = ReadOptions(raw_mode=True)
+        ro = ReadOptions()
         ro.set_iterate_upper_bound(hi)
         it = self.cf[cf].iter(ro)
         it.seek(lo)
