@@ -127,7 +127,7 @@ def otelog_factory(tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for p in started:
-        p.stop(signal.SIGKILL if p.proc and p.proc.poll() is None else signal.SIGTERM)
+        p.stop()
 
 
 @pytest.fixture
