@@ -1,8 +1,9 @@
 """Deterministic OTLP workload: realistic log records, and the spans of their traces.
 
-Everything is drawn from a seeded `random.Random`, so the same parameters give the same
-bytes, and the ground truth (counts per service and level, the records of each trace, the
-records holding the rare keyword) is known exactly without asking the server.
+Everything is drawn from a seeded `random.Random`, so the same parameters (with an explicit
+`start_ns`; the default start is "now") give the same bytes, and the ground truth (counts
+per service and level, the records of each trace, the records holding the rare keyword) is
+known exactly without asking the server.
 
     wl = Workload(1_000_000, batch_size=512, seed=1)
     bodies = list(wl.log_requests())  # serialized ExportLogsServiceRequest messages
@@ -27,27 +28,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    InstrumentationScope,
-    KeyValue,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import (
-    ResourceSpans,
-    ScopeSpans,
-    Span,
-    Status,
-)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 __all__ = [
     "LEVELS",
+    "LEVEL_NAMES",
     "RARE_EVERY",
     "RARE_KEYWORD",
     "SERVICES",
+    "Rec",
     "TraceInfo",
     "Workload",
     "WorkloadStats",
@@ -86,6 +78,7 @@ LEVELS: tuple[tuple[str, int, float], ...] = (
     ("ERROR", 17, 0.99),
     ("FATAL", 21, 1.0),
 )
+_POD_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as in Kubernetes generated names
 LEVEL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in LEVELS)
 
 TRACED_FRACTION = 0.8
@@ -98,74 +91,74 @@ LATE_MAX_NS = 2 * 10**9
 # record's attributes; the others are drawn on demand (see _FIELDS).
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "DEBUG": (
-        "cache lookup key={key} hit={hit} took {ms} ms for user {user}",
-        "resolved route {method} {path} to handler {handler} in {ms} ms",
-        "db query on table {table} returned {n} rows in {ms} ms (pool {pool}/32 busy)",
+        "cache lookup key={key} hit={hit} took {ms} ms for user {user} (shard {partition})",
+        "resolved route {method} {path} to handler {handler} in {ms} ms, middleware chain ok",
+        "db query on table {table} returned {n} rows in {ms} ms (pool {pool}/32 connections busy)",
         "feature flag {flag} evaluated to {hit} for user {user} in segment {segment}",
-        "outgoing request to {peer} {method} {path} started, attempt {retry} of 5",
-        "serialized response of {bytes} bytes for {method} {path} status {status}",
-        "acquired lock {key} after {ms} ms wait, holder was worker {worker}",
-        "parsed request headers: content-length={bytes} user-agent={agent}",
+        "outgoing request to {peer} {method} {path} started, attempt {retry} of 5, timeout 2s",
+        "serialized response of {bytes} bytes for {method} {path} with status {status}",
+        "acquired lock {key} after waiting {ms} ms, previous holder was worker {worker}",
+        "parsed request headers for {method} {path}: content-length={bytes} user-agent={agent}",
         "token introspection for user {user} ok, scopes={scopes}, expires in {n} s",
-        "batch flush of {n} events to topic {topic} completed in {ms} ms",
-        "connection pool stats: active={pool} idle={n} waiting=0 for {peer}",
-        "span context propagated to {peer} via traceparent header for order {order}",
+        "batch flush of {n} events to topic {topic} completed in {ms} ms (worker {worker})",
+        "connection pool stats for {peer}: active={pool} idle={n} waiting=0 max=32",
+        "trace context propagated to {peer} via traceparent header while handling order {order}",
     ),
     "INFO": (
-        "{method} {path} {status} {ms}ms user={user}",
-        "user {user} logged in from {ip} using {agent}",
-        "order {order} placed by user {user}: {n} items, total {amount} USD",
-        "payment {payment} authorized for order {order} amount {amount} USD in {ms} ms",
-        "added sku {sku} x{n} to cart of user {user}",
-        "search query returned {n} results for user {user} in {ms} ms",
-        "shipment {shipment} created for order {order} via carrier {carrier}",
-        "email notification queued for user {user} template={email_tpl}",
-        "request completed: {method} {path} -> {status} in {ms} ms from {ip}",
-        "session {session} refreshed for user {user}, ttl {n} minutes",
-        "inventory reserved for sku {sku}: {n} units in warehouse {warehouse}",
-        "price computed for sku {sku}: {amount} USD after promotion {promo}",
-        "invoice {invoice} generated for order {order}, {n} line items",
+        "{method} {path} {status} {ms}ms user={user} ip={ip} agent={agent}",
+        "user {user} logged in successfully from {ip} using {agent}, session {session}",
+        "order {order} placed by user {user}: {n} items, total {amount} USD, promotion {promo}",
+        "payment {payment} authorized for order {order}, amount {amount} USD, took {ms} ms",
+        "added sku {sku} x{n} to cart of user {user}, cart now holds {pool} distinct items",
+        "search query for user {user} returned {n} results in {ms} ms from index products_v7",
+        "shipment {shipment} created for order {order} via carrier {carrier} from {warehouse}",
+        "email notification queued for user {user} with template {email_tpl}, priority normal",
+        "request completed: {method} {path} -> {status} in {ms} ms from client {ip}",
+        "session {session} refreshed for user {user}, new ttl {n} minutes",
+        "inventory reserved for sku {sku}: {n} units in warehouse {warehouse} for order {order}",
+        "price computed for sku {sku}: {amount} USD after applying promotion {promo}",
+        "invoice {invoice} generated for order {order} with {n} line items, sent to user {user}",
         "consumed {n} messages from topic {topic} partition {partition} in {ms} ms",
-        "cache warmed with {n} entries from table {table} in {ms} ms",
-        "user {user} updated profile fields: {profile_fields}",
-        "recommendations served for user {user}: {n} items, model {model}",
-        "refund {payment} issued for order {order}, amount {amount} USD",
-        "scheduled job {job} finished in {ms} ms, processed {n} records",
-        "health check passed for dependency {peer} in {ms} ms",
+        "cache warmed with {n} entries from table {table} in {ms} ms after deploy",
+        "user {user} updated profile fields [{profile_fields}] via {method} {path}",
+        "recommendations served for user {user}: {n} candidates ranked by model {model}",
+        "refund {payment} issued for order {order}, amount {amount} USD, reason customer_request",
+        "scheduled job {job} finished in {ms} ms and processed {n} records without errors",
+        "health check of dependency {peer} passed in {ms} ms, status {status}",
     ),
     "WARN": (
-        "slow request {method} {path} took {ms} ms (threshold 500 ms) user={user}",
-        "retrying call to {peer} after {err}, attempt {retry} of 5",
-        "rate limit approaching for user {user}: {n} requests in the last minute",
-        "cache miss storm on key prefix {key}: {n} misses in 10 s",
+        "slow request {method} {path} took {ms} ms (threshold 500 ms) for user {user}",
+        "retrying call to {peer} {method} {path} after {err}, attempt {retry} of 5",
+        "rate limit approaching for user {user} from {ip}: {n} requests in the last minute",
+        "cache miss storm on key prefix {key}: {n} misses in the last 10 s, falling back to db",
         "{method} {path} returned {status} for user {user}: {client_err}",
-        "connection pool for {peer} near capacity: {pool}/32 in use, {n} waiting",
-        "payment {payment} for order {order} requires 3ds verification, user {user}",
-        "deprecated API version used by client {agent} on {method} {path}",
-        "queue {topic} lag is {n} messages on partition {partition}",
-        "inventory low for sku {sku}: {n} units left in warehouse {warehouse}",
-        "token for user {user} expires in {n} s, refresh failed once: {err}",
-        "GC pause of {ms} ms exceeded budget on worker {worker}",
+        "connection pool for {peer} near capacity: {pool}/32 in use, {n} requests waiting",
+        "payment {payment} for order {order} requires 3ds verification, user {user} notified",
+        "deprecated API version used by client {agent} on {method} {path}, please upgrade",
+        "consumer lag on topic {topic} partition {partition} is {n} messages and growing",
+        "inventory low for sku {sku}: only {n} units left in warehouse {warehouse}",
+        "token refresh for user {user} failed once with {err}, expires in {n} s",
+        "GC pause of {ms} ms exceeded the 200 ms budget on worker {worker}, heap {n} MiB",
     ),
     "ERROR": (
-        "{method} {path} failed with {status} after {ms} ms: {err}",
-        "payment {payment} declined for order {order}: {decline} (user {user})",
-        "failed to publish {n} events to topic {topic}: {err}",
-        "db query on table {table} failed after {ms} ms: {db_err}",
+        "{method} {path} failed with status {status} after {ms} ms: {err} (user {user})",
+        "payment {payment} declined for order {order}: {decline}, user {user}",
+        "failed to publish {n} events to topic {topic} partition {partition}: {err}",
+        "db query on table {table} failed after {ms} ms: {db_err}, transaction rolled back",
         "call to {peer} {method} {path} failed: {err}, giving up after {retry} attempts",
         "could not reserve sku {sku} for order {order}: insufficient stock in {warehouse}",
-        "unhandled exception in handler {handler}: {exc} for user {user}",
+        "unhandled exception in handler {handler} for user {user}: {exc}, returning 500",
         "invoice {invoice} rendering failed for order {order}: template error at line {n}",
-        "shipment {shipment} label creation failed at carrier {carrier}: {status}",
-        "authentication failed for user {user} from {ip}: {auth_err}",
-        "circuit breaker opened for {peer} after {n} consecutive failures",
-        "request {method} {path} aborted: client disconnected after {ms} ms",
+        "shipment {shipment} label creation failed at carrier {carrier} with status {status}",
+        "authentication failed for user {user} from {ip}: {auth_err}, attempt {retry} of 5",
+        "circuit breaker opened for {peer} after {n} consecutive failures, last error: {err}",
+        "request {method} {path} aborted after {ms} ms: client {ip} disconnected",
     ),
     "FATAL": (
-        "unrecoverable error, shutting down worker {worker}: {exc}",
-        "database {table} connection lost and failover to replica {n} failed: {db_err}",
-        "configuration invalid on reload: missing key {flag}, process exiting",
-        "out of memory while processing order {order}: heap {n} MiB exhausted",
+        "unrecoverable error on worker {worker}, shutting down: {exc}",
+        "lost connection to database {table} and failover to replica {n} failed: {db_err}",
+        "configuration invalid after reload: missing required key {flag}, process exiting",
+        "out of memory while processing order {order}: heap limit of {n} MiB exhausted, aborting",
     ),
 }
 
@@ -525,10 +518,11 @@ class Workload:
         # 2-3 instances per service: (host, pod)
         self._instances: list[list[tuple[str, str]]] = []
         for svc in SERVICES:
-            replica_set = f"{setup.getrandbits(36):09x}"
+            replica_set = "".join(setup.choice(_POD_ALPHABET) for _ in range(10))
             pods = []
             for _ in range(setup.randrange(2, 4)):
-                pod = f"{svc}-{replica_set}-{setup.getrandbits(25):05x}"
+                suffix = "".join(setup.choice(_POD_ALPHABET) for _ in range(5))
+                pod = f"{svc}-{replica_set}-{suffix}"
                 pods.append((setup.choice(HOSTS), pod))
             self._instances.append(pods)
         self._versions = [f"1.{setup.randrange(30)}.{setup.randrange(10)}" for _ in SERVICES]
@@ -579,6 +573,7 @@ class Workload:
 
     def records(self) -> Iterator[Rec]:
         """The records, in order, filling `self.stats` as they are produced."""
+        self._generated = False
         stats = self.stats = WorkloadStats(rare_keyword=self.rare_keyword)
         rng = random.Random(self.seed)
         rand = rng.random
@@ -848,7 +843,8 @@ class Workload:
             )
             for s, sp in groups.items()
         ]
-        return ExportTraceServiceRequest(resource_spans=rss).SerializeToString()
+        body: bytes = ExportTraceServiceRequest(resource_spans=rss).SerializeToString()
+        return body
 
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"

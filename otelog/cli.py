@@ -13,7 +13,9 @@ from otelog.errors import OtelogError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="otelog", description="OpenTelemetry log and trace backend")
+    parser = argparse.ArgumentParser(
+        prog="otelog", description="OpenTelemetry log and trace backend"
+    )
     parser.add_argument("--version", action="version", version=f"otelog {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run an embedded single node")

@@ -40,12 +40,12 @@ _TEXT_LEVELS = {
     "EMERGENCY": Level.FATAL,
 }
 # OTLP logs data model, "Field: SeverityNumber": ranges of four per level.
-_NUMBER_LEVELS = bytes([0] + [1 + (n - 1) // 4 for n in range(1, 25)])
+SEVERITY_LEVELS = bytes([0] + [1 + (n - 1) // 4 for n in range(1, 25)])
 
 
 def level_of(severity_number: int, severity_text: str) -> Level:
     if 0 < severity_number <= 24:
-        return Level(_NUMBER_LEVELS[severity_number])
+        return Level(SEVERITY_LEVELS[severity_number])
     if severity_text:
         # e.g. "Error", "WARN2", "info" -> strip a trailing digit as the data model allows
         t = severity_text.strip().upper().rstrip("0123456789")
@@ -61,8 +61,8 @@ class Resource:
     host: str
     resource_pb: bytes  # serialized opentelemetry Resource
     scope_pb: bytes  # serialized InstrumentationScope
-    # scalar resource attributes, stringified, for indexing and filtering
-    attrs: tuple[tuple[str, str], ...] = ()
+    # (dotted key, serialized scalar KeyValue) per resource attribute, for indexing
+    attrs: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -75,8 +75,8 @@ class LogBatch:
     trace_id: list[bytes] = field(default_factory=list)  # 16 bytes, or b""
     span_id: list[bytes] = field(default_factory=list)  # 8 bytes, or b""
     body: list[str] = field(default_factory=list)  # body as text (non-strings rendered)
-    # scalar record attributes, flattened (nested maps as dotted keys), stringified
-    attrs: list[list[tuple[str, str]]] = field(default_factory=list)
+    # record attributes, each a serialized KeyValue (see anyvalue.kv_terms)
+    attrs: list[list[bytes]] = field(default_factory=list)
     rec: list[bytes] = field(default_factory=list)  # the LogRecord, serialized, lossless
     log_id: list[int] = field(default_factory=list)  # wal_seq << 24 | index
     resources: list[Resource] = field(default_factory=list)

@@ -22,7 +22,7 @@ from otelog.errors import OtelogError
 from otelog.ingest.writer import Writer
 from otelog.query.service import QueryService
 from otelog.receiver import otlp_grpc, otlp_http
-from otelog.receiver.decode import DecodeLimits, decode_logs, parse_logs_request
+from otelog.receiver.decode import DecodeLimits, decode_logs
 from otelog.receiver.handler import OtlpHandler
 from otelog.store import format as fmt
 from otelog.store.store import Store
@@ -81,7 +81,7 @@ class Server:
         for e in self.store.wal_entries():
             if e.kind != fmt.WAL_LOGS:
                 continue
-            batch, _ = decode_logs(parse_logs_request(e.raw), e.receipt_ns, limits)
+            batch, _ = decode_logs(e.raw, e.receipt_ns, limits)
             entries.append((e, batch))
         n = self.writer.replay(entries)
         if n:
@@ -102,7 +102,9 @@ class Server:
         probe.close()
         self.writer.start()
         handler = OtlpHandler(self.writer, self.limits())
-        grpc_server = otlp_grpc.build_server(handler, c.max_request_bytes, c.grpc_max_concurrent_streams)
+        grpc_server = otlp_grpc.build_server(
+            handler, c.max_request_bytes, c.grpc_max_concurrent_streams
+        )
         try:
             bound = grpc_server.add_insecure_port(c.grpc_listen)
         except RuntimeError as e:
@@ -114,8 +116,20 @@ class Server:
         http_app = otlp_http.build_app(handler, c.max_request_bytes, c.max_decompressed_bytes)
         api_app = build_api_app(qs, c.query_timeout_seconds, lambda: self._ready)
         servers = [
-            _Uvicorn(uvicorn.Config(http_app, log_level="warning", lifespan="off", timeout_graceful_shutdown=10)),
-            _Uvicorn(uvicorn.Config(api_app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5, ws="websockets")),
+            _Uvicorn(
+                uvicorn.Config(
+                    http_app, log_level="warning", lifespan="off", timeout_graceful_shutdown=10
+                )
+            ),
+            _Uvicorn(
+                uvicorn.Config(
+                    api_app,
+                    log_level="warning",
+                    lifespan="off",
+                    timeout_graceful_shutdown=5,
+                    ws="websockets",
+                )
+            ),
         ]
         tasks = [
             asyncio.create_task(servers[0].serve(sockets=[http_sock])),
@@ -132,7 +146,9 @@ class Server:
             c.api_listen,
             c.data_dir,
         )
-        print(f"otelog ready grpc={c.grpc_listen} http={c.http_listen} api={c.api_listen}", flush=True)
+        print(
+            f"otelog ready grpc={c.grpc_listen} http={c.http_listen} api={c.api_listen}", flush=True
+        )
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         log.info("otelog stopping")

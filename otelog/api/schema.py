@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from graphql import GraphQLError
 from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.query.rows import LogRow
 from otelog.query.service import PageRequest, QueryService, SpanRow, TraceResult
@@ -171,7 +171,9 @@ class Trace:
 
     @strawberry.field
     def services(self) -> list[str]:
-        return sorted({s.service for s in self.result.spans} | {r.service for r in self.result.logs})
+        return sorted(
+            {s.service for s in self.result.spans} | {r.service for r in self.result.logs}
+        )
 
     @strawberry.field
     def start_time(self) -> datetime | None:
@@ -200,7 +202,9 @@ async def _run(info: Info, fn: Any, *args: Any) -> Any:
     except TimeoutError:
         raise GraphQLError(f"query timed out after {timeout:g} s; narrow the time range") from None
     except QuerySyntaxError as e:
-        raise GraphQLError(str(e), extensions={"code": "QUERY_SYNTAX", "position": e.position}) from None
+        raise GraphQLError(
+            str(e), extensions={"code": "QUERY_SYNTAX", "position": e.position}
+        ) from None
     except InvalidArgument as e:
         raise GraphQLError(str(e), extensions={"code": "BAD_ARGUMENT"}) from None
 

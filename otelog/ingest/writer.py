@@ -67,7 +67,10 @@ class Writer:
     # ---- lifecycle
 
     def start(self) -> None:
-        for target, name in ((self._commit_loop, "otelog-writer"), (self._seal_loop, "otelog-sealer")):
+        for target, name in (
+            (self._commit_loop, "otelog-writer"),
+            (self._seal_loop, "otelog-sealer"),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)

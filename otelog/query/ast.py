@@ -7,7 +7,6 @@ subscribers with the same filter share one compiled tree).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 # Fields with a fixed meaning. Anything else must be an attribute path:
 # `attributes.<key>` (record attribute) or `resource.<key>` (resource attribute).
@@ -38,7 +37,7 @@ class TimeRef:
         return now_ns - self.ago_ns
 
 
-Value = Union[str, int, float, TimeRef]
+Value = str | int | float | TimeRef
 
 
 @dataclass(frozen=True)
@@ -82,4 +81,4 @@ class MatchAll:
     """The empty query."""
 
 
-Node = Union[Compare, Text, And, Or, Not, MatchAll]
+Node = Compare | Text | And | Or | Not | MatchAll

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyroaring import BitMap
 
+from otelog.anyvalue import attribute_terms
 from otelog.model import LogBatch
 from otelog.query.ast import And, Compare, MatchAll, Node, Not, Or, Text, TimeRef
 from otelog.query.match import Matcher, compile_matcher, value_text
@@ -17,7 +18,7 @@ from otelog.query.rows import LogRow, ResourceCache, row_from_batch, row_from_re
 from otelog.store import format as fmt
 from otelog.store.segment import SegmentReader
 from otelog.store.store import Store
-from otelog.store.tokens import is_indexed_token, tokens
+from otelog.store.tokens import is_indexed_token, word_tokens
 
 Cursor = tuple[int, int]  # (ts, log_id) of the last row returned; next page is older
 
@@ -77,14 +78,17 @@ class _SegmentEval:
         return self._compare(node)
 
     def _text(self, node: Text) -> tuple[BitMap, bool]:
-        toks = tokens(node.text)
-        indexed = [t for t in toks if is_indexed_token(t)]
-        if not node.phrase and len(toks) == 1 and indexed:
-            return self.post(fmt.T_WORD + indexed[0].encode()), True
-        if not indexed:
+        word = node.text.lower()
+        if not node.phrase and is_indexed_token(word):
+            return self.post(fmt.T_WORD + word.encode()), True
+        # substring semantics: the letter runs wholly inside the text narrow the rows;
+        # the first and last run may be parts of longer words in the body, so skip them
+        toks = word_tokens(word)
+        inner = toks[1:-1] if not _starts_ends_clean(word) else toks
+        if not inner:
             return self.all, False
-        acc = self.post(fmt.T_WORD + indexed[0].encode())
-        for t in indexed[1:]:
+        acc = self.post(fmt.T_WORD + inner[0].encode())
+        for t in inner[1:]:
             acc &= self.post(fmt.T_WORD + t.encode())
         return acc, False
 
@@ -137,13 +141,26 @@ class _SegmentEval:
             except ValueError:
                 return (BitMap(), True) if op == "=" else (self.all, True)
             return self._eq_or_ne(op, fmt.T_TRACE + tid)
-        for prefix, kind, tag in (("attributes.", fmt.T_ATTR, "a:"), ("resource.", fmt.T_RES, "r:")):
+        for prefix, kind, tag in (
+            ("attributes.", fmt.T_ATTR, "a:"),
+            ("resource.", fmt.T_RES, "r:"),
+        ):
             if f.startswith(prefix):
                 key = f[len(prefix) :]
                 if tag + key in self.seg.unindexed:
                     return self.all, False
-                return self._eq_or_ne(op, fmt.attr_term(kind, key, value_text(v)))
+                ts_ = [kind + t for t in attribute_terms(key, value_text(v))]
+                bm = BitMap.union(
+                    *self.store.postings(self.tenant, ts_[0], [self.seg.meta.id]),
+                    *(self.post(t) for t in ts_[1:]),
+                )
+                return (bm, True) if op == "=" else (self.all - bm, True)
         return self.all, False
+
+
+def _starts_ends_clean(text: str) -> bool:
+    """True when no letter run of `text` can continue past its ends in a body."""
+    return bool(text) and not text[0].isalpha() and not text[-1].isalpha()
 
 
 def _cursor_limit(seg: SegmentReader, cursor: Cursor) -> int:
@@ -203,11 +220,11 @@ class Searcher:
         self,
         node: Node,
         now_ns: int,
-        window: TimeWindow = TimeWindow(),
+        window: TimeWindow | None = None,
         limit: int = 100,
         cursor: Cursor | None = None,
     ) -> SearchResult:
-        window = window.intersect(time_window(node, now_ns))
+        window = (window or TimeWindow()).intersect(time_window(node, now_ns))
         if window.empty:
             return SearchResult([], 0, None)
         matcher = compile_matcher(node, now_ns)
@@ -246,7 +263,7 @@ class Searcher:
         cands.sort(key=lambda c: (c[0], c[1]), reverse=True)
         page_c = cands[:limit]
         rows: list[LogRow] = []
-        for ts, lid, src, r in page_c:
+        for _ts, _lid, src, r in page_c:
             if isinstance(src, SegmentReader):
                 rows.append(self.segment_row(src, r))
             else:

@@ -8,12 +8,13 @@ NOT prefix (`-level=DEBUG`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
 from otelog.errors import QuerySyntaxError
 
-__all__ = ["Token", "TokenKind", "show", "tokenize"]
+__all__ = ["Token", "TokenKind", "iter_tokens", "show", "tokenize"]
 
 
 class TokenKind(Enum):
@@ -43,6 +44,7 @@ class Token:
         return show(self.text)
 
 
+_SPACE = re.compile(r"\s+")
 _KEYWORDS = {"and": TokenKind.AND, "or": TokenKind.OR, "not": TokenKind.NOT}
 
 # Characters that end a bare word. Control characters and lone surrogates are excluded
@@ -62,29 +64,36 @@ def show(text: str, limit: int = 40) -> str:
 
 
 def tokenize(text: str) -> list[Token]:
-    """Split a query into tokens, ending with an EOF token at `len(text)`.
+    """All tokens of a query, ending with an EOF token at `len(text)`."""
+    return list(iter_tokens(text))
+
+
+def iter_tokens(text: str) -> Iterator[Token]:
+    """Yield a query's tokens lazily, ending with an EOF token at `len(text)`.
+
+    Lazy so that the parser stops reading at its first error: a megabyte of `(` fails at
+    the nesting limit instead of being tokenized in full first.
 
     Raises QuerySyntaxError for an unterminated string, an unknown escape, a single `&`
     or `|`, a mistyped operator such as `==`, or a control character outside quotes.
     """
-    tokens: list[Token] = []
     n = len(text)
     i = 0
-    while i < n:
+    after_op = False
+    while True:
+        space = _SPACE.match(text, i)
+        if space:
+            i = space.end()
+        if i >= n:
+            break
         c = text[i]
-        if c.isspace():
-            i += 1
-            continue
-        after_op = bool(tokens) and tokens[-1].kind is TokenKind.OP
+        token: Token
         if c == "(":
-            tokens.append(Token(TokenKind.LPAREN, c, c, i))
-            i += 1
+            token = Token(TokenKind.LPAREN, c, c, i)
         elif c == ")":
-            tokens.append(Token(TokenKind.RPAREN, c, c, i))
-            i += 1
+            token = Token(TokenKind.RPAREN, c, c, i)
         elif c == '"':
-            tokens.append(_quoted(text, i))
-            i += len(tokens[-1].text)
+            token = _quoted(text, i)
         elif c in "=<>!":
             two = text[i : i + 2]
             if two in _WRONG_OPS:
@@ -93,14 +102,11 @@ def tokenize(text: str) -> list[Token]:
                     f"unknown operator '{two}' at position {i}; did you mean '{_WRONG_OPS[two]}'?",
                 )
             if two in ("!=", ">=", "<="):
-                tokens.append(Token(TokenKind.OP, two, two, i))
-                i += 2
+                token = Token(TokenKind.OP, two, two, i)
             elif c == "!":
-                tokens.append(Token(TokenKind.NOT, c, c, i))
-                i += 1
+                token = Token(TokenKind.NOT, c, c, i)
             else:
-                tokens.append(Token(TokenKind.OP, c, c, i))
-                i += 1
+                token = Token(TokenKind.OP, c, c, i)
         elif c in "&|":
             double = c * 2
             if text[i : i + 2] != double:
@@ -108,22 +114,19 @@ def tokenize(text: str) -> list[Token]:
                 raise QuerySyntaxError(
                     i, f"unexpected '{c}' at position {i}; use '{double}' or {keyword}"
                 )
-            kind = TokenKind.AND if c == "&" else TokenKind.OR
-            tokens.append(Token(kind, double, double, i))
-            i += 2
+            token = Token(TokenKind.AND if c == "&" else TokenKind.OR, double, double, i)
         elif c == "-" and not after_op:
-            tokens.append(Token(TokenKind.NOT, c, c, i))
-            i += 1
+            token = Token(TokenKind.NOT, c, c, i)
         else:
             m = _WORD.match(text, i)
             if m is None:
                 raise QuerySyntaxError(i, f"unexpected character {c!r} at position {i}")
             word = m.group()
-            kind = _KEYWORDS.get(word.lower(), TokenKind.WORD)
-            tokens.append(Token(kind, word, word, i))
-            i = m.end()
-    tokens.append(Token(TokenKind.EOF, "", "", n))
-    return tokens
+            token = Token(_KEYWORDS.get(word.lower(), TokenKind.WORD), word, word, i)
+        yield token
+        i += len(token.text)
+        after_op = token.kind is TokenKind.OP
+    yield Token(TokenKind.EOF, "", "", n)
 
 
 def _quoted(text: str, start: int) -> Token:
@@ -148,9 +151,10 @@ def _quoted(text: str, start: int) -> Token:
                 continue
             if not escaped:
                 break
+            sequence = "\\" + escaped
             raise QuerySyntaxError(
                 backslash,
-                f"unknown escape {show(chr(92) + escaped)} at position {backslash}; "
+                f"unknown escape {show(sequence)} at position {backslash}; "
                 'only \\" and \\\\ may follow a backslash in a quoted string',
             )
         if quote < 0:

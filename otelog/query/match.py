@@ -11,7 +11,7 @@ from collections.abc import Callable
 from otelog.model import LEVEL_NAMES
 from otelog.query.ast import And, Compare, MatchAll, Node, Not, Or, Text, TimeRef
 from otelog.query.rows import LogRow
-from otelog.store.tokens import tokens
+from otelog.store.tokens import indexed_tokens, is_indexed_token
 
 Matcher = Callable[[LogRow], bool]
 
@@ -63,13 +63,11 @@ def phrase_matches(phrase: str, body: str) -> bool:
 
 
 def word_matches(word: str, body: str) -> bool:
-    want = tokens(word)
-    if len(want) == 1:
-        return want[0] in tokens(body)
-    # a "word" that tokenizes into several tokens behaves as a phrase of them
-    have = tokens(body)
-    n = len(want)
-    return n == 0 or any(have[i : i + n] == want for i in range(len(have) - n + 1))
+    """A letters-only word matches as a whole run of letters; anything else as a substring."""
+    w = word.lower()
+    if is_indexed_token(w):
+        return w in indexed_tokens(body)
+    return w in body.lower()
 
 
 def compile_matcher(node: Node, now_ns: int) -> Matcher:

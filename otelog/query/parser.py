@@ -20,7 +20,7 @@ import calendar
 import difflib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator
 
 from otelog.errors import QuerySyntaxError
 from otelog.query.ast import (
@@ -37,9 +37,9 @@ from otelog.query.ast import (
     Value,
 )
 from otelog.query.duration import InvalidDuration, parse_duration_ns
-from otelog.query.lexer import Token, TokenKind, show, tokenize
+from otelog.query.lexer import Token, TokenKind, iter_tokens, show
 
-__all__ = ["MAX_DEPTH", "parse"]
+__all__ = ["LEVELS", "MAX_DEPTH", "parse"]
 
 # Parentheses and NOTs nested deeper than this are refused. Real queries never come close,
 # and the bound keeps both this recursive-descent parser and every consumer that walks
@@ -92,13 +92,15 @@ def parse(text: str) -> Node:
 
     Raises QuerySyntaxError, and no other exception, for any text that is not a query.
     """
-    return _Parser(tokenize(text)).parse_query()
+    return _Parser(iter_tokens(text)).parse_query()
 
 
 class _Parser:
-    def __init__(self, tokens: Sequence[Token]) -> None:
+    """Recursive descent with one token of lookahead, which is all the grammar needs."""
+
+    def __init__(self, tokens: Iterator[Token]) -> None:
         self._tokens = tokens
-        self._index = 0
+        self._current = next(tokens)
         self._depth = 0
 
     def parse_query(self) -> Node:
@@ -119,12 +121,12 @@ class _Parser:
     # -- token stream -------------------------------------------------------------------
 
     def _peek(self) -> Token:
-        return self._tokens[self._index]
+        return self._current
 
     def _advance(self) -> Token:
-        token = self._tokens[self._index]
+        token = self._current
         if token.kind is not TokenKind.EOF:
-            self._index += 1
+            self._current = next(self._tokens)
         return token
 
     def _expect_term_after(self, operator: Token) -> None:
@@ -276,8 +278,7 @@ def _combine(children: list[Node], kind: type[And | Or]) -> Node:
     flat: list[Node] = []
     for child in children:
         # `(a AND b) AND c` is one And; only the same kind flattens, so NOT(a AND b) stays.
-        if type(child) is kind:
-            assert isinstance(child, (And, Or))
+        if isinstance(child, kind):
             flat.extend(child.children)
         else:
             flat.append(child)
@@ -347,8 +348,7 @@ def _plain_value(token: Token) -> str | int | float:
     if token.kind is TokenKind.QUOTED:
         return text
     if _INT.fullmatch(text):
-        number = _int64(text, token)
-        return number
+        return _int64(text, token)
     if _FLOAT.fullmatch(text):
         result = float(text)
         if not math.isfinite(result):
@@ -421,7 +421,7 @@ def _datetime_ns(token: Token, text: str) -> int:
         raise fail("time of day out of range")
     offset_s = 0
     tz = m["tz"]
-    if tz and tz not in "Zz":
+    if tz and tz not in ("Z", "z"):
         digits = tz[1:].replace(":", "")
         tz_hours, tz_minutes = int(digits[:2]), int(digits[2:])
         if tz_hours > 23 or tz_minutes > 59:
@@ -438,8 +438,9 @@ def _datetime_ns(token: Token, text: str) -> int:
 
 
 def _days_since_epoch(year: int, month: int, day: int) -> int:
-    # Proleptic Gregorian arithmetic, valid for year 0 too, which datetime refuses; the
-    # int64 range check rejects such years anyway, with a better message.
+    # Integer civil-to-days arithmetic (H. Hinnant's days_from_civil) rather than datetime:
+    # datetime stops at microseconds and raises on year 0, and here any year must end in
+    # the int64 range check with its clearer message.
     y = year - (month <= 2)
     era = y // 400
     yoe = y - era * 400

@@ -23,11 +23,18 @@ class LogRow:
     span_id: str
     body: str
     severity_text: str = ""
-    flat_attrs: dict[str, str] = field(default_factory=dict)
+    _flat_attrs: dict[str, str] | None = None
     flat_resource: dict[str, str] = field(default_factory=dict)
     rec_pb: bytes = b""
     resource_pb: bytes = b""
     scope_pb: bytes = b""
+
+    @property
+    def flat_attrs(self) -> dict[str, str]:
+        """Scalar attributes as text with dotted keys; decoded only when a filter asks."""
+        if self._flat_attrs is None:
+            self._flat_attrs = dict(flatten_attributes(self.record().attributes))
+        return self._flat_attrs
 
     @property
     def level_name(self) -> str:
@@ -81,7 +88,6 @@ def row_from_record(
         span_id=lr.span_id.hex(),
         body=body_text(lr.body),
         severity_text=lr.severity_text,
-        flat_attrs=dict(flatten_attributes(lr.attributes)),
         flat_resource=resources.flat(resource_pb),
         rec_pb=rec_pb,
         resource_pb=resource_pb,
@@ -100,7 +106,6 @@ def row_from_batch(b: LogBatch, i: int, resources: ResourceCache) -> LogRow:
         trace_id=b.trace_id[i].hex(),
         span_id=b.span_id[i].hex(),
         body=b.body[i],
-        flat_attrs=dict(b.attrs[i]),
         flat_resource=resources.flat(r.resource_pb),
         rec_pb=b.rec[i],
         resource_pb=r.resource_pb,

@@ -72,7 +72,9 @@ class QueryService:
     def compile(self, query: str) -> Node:
         return parse(query)
 
-    def window(self, since: str | None, start_ns: int | None, end_ns: int | None, now_ns: int) -> TimeWindow:
+    def window(
+        self, since: str | None, start_ns: int | None, end_ns: int | None, now_ns: int
+    ) -> TimeWindow:
         w = TimeWindow()
         if since:
             try:
@@ -102,7 +104,9 @@ class QueryService:
         window = self.window(req.since, req.start_ns, req.end_ns, now_ns)
         res = self.searcher(tenant).search(node, now_ns, window, req.limit, cursor)
         res.next_token = (
-            _encode_token({"f": fingerprint, "n": now_ns, "t": res.next_cursor[0], "i": res.next_cursor[1]})
+            _encode_token(
+                {"f": fingerprint, "n": now_ns, "t": res.next_cursor[0], "i": res.next_cursor[1]}
+            )
             if res.next_cursor
             else None
         )
@@ -157,7 +161,9 @@ def _fingerprint(req: PageRequest) -> str:
 
 
 def _encode_token(d: dict[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).decode().rstrip("=")
+    return (
+        base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).decode().rstrip("=")
+    )
 
 
 def _decode_token(tok: str) -> dict[str, object]:

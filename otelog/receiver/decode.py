@@ -14,9 +14,10 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelog.anyvalue import body_text, flatten_attributes
+from otelog.anyvalue import body_text, flatten_attributes, kv_terms
 from otelog.errors import InvalidArgument
-from otelog.model import LogBatch, Resource, SpanBatch, level_of
+from otelog.model import SEVERITY_LEVELS, LogBatch, Resource, SpanBatch, level_of
+from otelog.receiver.lite import LiteLogsRequest
 
 _NS_2000 = 946_684_800 * 10**9
 MAX_RECORDS_PER_REQUEST = (1 << 24) - 1
@@ -34,16 +35,29 @@ class Decoded:
     message: str
 
 
+_RESOURCE_CACHE: dict[tuple[bytes, bytes], Resource] = {}
+_RESOURCE_CACHE_MAX = 4096
+
+
 def _resource(resource: Any, scope: Any) -> Resource:
-    attrs = flatten_attributes(resource.attributes)
-    d = dict(attrs)
-    return Resource(
+    """Decoded once per distinct (resource, scope): SDKs resend the same ones every request."""
+    key = (resource.SerializeToString(), scope.SerializeToString())
+    r = _RESOURCE_CACHE.get(key)
+    if r is not None:
+        return r
+    d = dict(flatten_attributes(resource.attributes))
+    terms = [t for kv in resource.attributes for t in kv_terms(kv.SerializeToString())]
+    r = Resource(
         service=d.get("service.name") or "unknown_service",
         host=d.get("host.name", ""),
-        resource_pb=resource.SerializeToString(),
-        scope_pb=scope.SerializeToString(),
-        attrs=tuple(attrs),
+        resource_pb=key[0],
+        scope_pb=key[1],
+        attrs=tuple(terms),
     )
+    if len(_RESOURCE_CACHE) >= _RESOURCE_CACHE_MAX:
+        _RESOURCE_CACHE.clear()
+    _RESOURCE_CACHE[key] = r
+    return r
 
 
 def parse_logs_request(raw: bytes) -> ExportLogsServiceRequest:
@@ -61,17 +75,23 @@ def parse_traces_request(raw: bytes) -> ExportTraceServiceRequest:
 
 
 def decode_logs(
-    req: ExportLogsServiceRequest, receipt_ns: int, limits: DecodeLimits = DecodeLimits()
+    raw: bytes, receipt_ns: int, limits: DecodeLimits = DecodeLimits()
 ) -> tuple[LogBatch, Decoded]:
-    """Columns of every acceptable record; the rest are counted as rejected (partial success).
+    """Columns of every acceptable record of a serialized request; the rest are counted as
+    rejected (partial success).
 
     `receipt_ns` stands for "now" so that replaying a WAL entry yields the same batch.
     """
+    # The full parse validates the request (UTF-8 of every string included); the lite parse
+    # then gives each attribute as bytes without a wrapper object per attribute.
+    parse_logs_request(raw)
+    req = LiteLogsRequest.FromString(raw)
     b = LogBatch()
     ts_col, lv_col, res_col = b.ts, b.level, b.res
     tid_col, sid_col, body_col, attr_col, rec_col = b.trace_id, b.span_id, b.body, b.attrs, b.rec
     max_ts = receipt_ns + limits.max_future_ns
     min_ts = limits.min_ts_ns
+    levels = SEVERITY_LEVELS
     rejected = 0
     reasons: list[str] = []
     for rl in req.resource_logs:
@@ -94,16 +114,16 @@ def decode_logs(
                     if len(reasons) < 3:
                         reasons.append("trace_id must be 16 bytes and span_id 8 bytes")
                     continue
+                sev = lr.severity_number
                 ts_col.append(ts)
-                lv_col.append(level_of(lr.severity_number, lr.severity_text))
+                lv_col.append(levels[sev] if 0 < sev <= 24 else level_of(sev, lr.severity_text))
                 res_col.append(res_idx)
                 tid_col.append(tid)
                 sid_col.append(sid)
                 body = lr.body
-                body_col.append(
-                    body.string_value if body.WhichOneof("value") == "string_value" else body_text(body)
-                )
-                attr_col.append(flatten_attributes(lr.attributes) if lr.attributes else [])
+                text = body.string_value
+                body_col.append(text if text else body_text(body))
+                attr_col.append(list(lr.attributes))
                 rec_col.append(lr.SerializeToString())
     if len(b) > MAX_RECORDS_PER_REQUEST:
         raise InvalidArgument(f"too many records in one request (max {MAX_RECORDS_PER_REQUEST})")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelog.ingest.writer import Writer
@@ -17,7 +16,6 @@ from otelog.receiver.decode import (
     DecodeLimits,
     decode_logs,
     decode_spans,
-    parse_logs_request,
     parse_traces_request,
 )
 
@@ -33,17 +31,10 @@ class OtlpHandler:
         self.writer = writer
         self.limits = limits
 
-    async def export_logs(
-        self, raw: bytes, tenant: str = DEFAULT_TENANT, req: ExportLogsServiceRequest | None = None
-    ) -> ExportResult:
-        """Store a serialized ExportLogsServiceRequest; returns once it is durable.
-
-        `req` is the same request already parsed (the JSON transport has it).
-        """
-        if req is None:
-            req = parse_logs_request(raw)
+    async def export_logs(self, raw: bytes, tenant: str = DEFAULT_TENANT) -> ExportResult:
+        """Store a serialized ExportLogsServiceRequest; returns once it is durable."""
         receipt_ns = time.time_ns()
-        batch, d = decode_logs(req, receipt_ns, self.limits)
+        batch, d = decode_logs(raw, receipt_ns, self.limits)
         if len(batch):
             await self.writer.write_logs(tenant, batch, raw, receipt_ns)
         return ExportResult(d.rejected, d.message)

@@ -39,7 +39,9 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
         resp = ExportLogsServiceResponse()
         if res.rejected or res.message:
             resp.partial_success.CopyFrom(
-                ExportLogsPartialSuccess(rejected_log_records=res.rejected, error_message=res.message)
+                ExportLogsPartialSuccess(
+                    rejected_log_records=res.rejected, error_message=res.message
+                )
             )
         return resp.SerializeToString()
 
@@ -57,7 +59,8 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
 
     async def export_metrics(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "otelog stores logs and traces; metrics are not supported"
+            grpc.StatusCode.UNIMPLEMENTED,
+            "otelog stores logs and traces; metrics are not supported",
         )
         raise AssertionError("unreachable")
 
@@ -79,7 +82,9 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
         (
             grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": unary(export_logs)}),
             grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": unary(export_traces)}),
-            grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": unary(export_metrics)}),
+            grpc.method_handlers_generic_handler(
+                METRICS_SERVICE, {"Export": unary(export_metrics)}
+            ),
         )
     )
     return server

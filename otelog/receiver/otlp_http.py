@@ -34,7 +34,9 @@ def _content_kind(request: Request) -> str | None:
     return None
 
 
-def _error(code: int, message: str, kind: str | None, headers: dict[str, str] | None = None) -> Response:
+def _error(
+    code: int, message: str, kind: str | None, headers: dict[str, str] | None = None
+) -> Response:
     st = status_message(code, message)
     if kind == PROTOBUF:
         return Response(st.SerializeToString(), code, headers=headers, media_type=PROTOBUF)
@@ -61,7 +63,9 @@ def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Sta
             body = await read_capped(
                 request.stream(), request.headers.get("content-length"), max_body
             )
-            body = decompress_capped(body, request.headers.get("content-encoding", ""), max_decompressed)
+            body = decompress_capped(
+                body, request.headers.get("content-encoding", ""), max_decompressed
+            )
             res = await (from_pb(body) if kind == PROTOBUF else from_json(body))
         except Exception as e:  # noqa: BLE001 - every error maps to a status
             if not isinstance(e, OtelogError):
@@ -74,7 +78,7 @@ def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Sta
 
     async def logs_from_json(body: bytes) -> ExportResult:
         req = otlp_json.logs_request_from_json(body)
-        return await handler.export_logs(req.SerializeToString(), req=req)
+        return await handler.export_logs(req.SerializeToString())
 
     async def traces_from_json(body: bytes) -> ExportResult:
         req = otlp_json.traces_request_from_json(body)

@@ -73,6 +73,7 @@ _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
 _SPECIAL_DOUBLES = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _SURROGATE = "string contains an unpaired UTF-16 surrogate"
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 M = TypeVar("M")
 M_co = TypeVar("M_co", covariant=True)
@@ -136,6 +137,27 @@ def _describe(value: Any) -> str:
 
 def _expected(what: str, value: Any) -> str:
     return f"expected {what}, got {_describe(value)}"
+
+
+def _surrogate(item: Any, index: int, seg: str) -> _Fail:
+    """The error for list element `item`, which holds a string protobuf cannot encode.
+
+    JSON escapes can spell lone UTF-16 surrogates ("\\ud800"), which are not Unicode
+    scalar values; protobuf refuses them when a field is set. Only then is the element
+    searched for the offending string (known fields only; iteratively, for any depth).
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(item, ())]
+    while stack:
+        value, path = stack.pop()
+        t = type(value)
+        if t is str:
+            if _SURROGATES.search(value):
+                return _Fail(_SURROGATE, *path, f"[{index}]", seg)
+        elif t is dict:
+            stack.extend((v, ("." + k, *path)) for k, v in value.items() if k in _FIELD_NAMES)
+        elif t is list:
+            stack.extend((v, (f"[{i}]", *path)) for i, v in enumerate(value))
+    return _Fail(_SURROGATE, f"[{index}]", seg)
 
 
 # --------------------------------------------------------------------------------------
@@ -245,6 +267,29 @@ _ENTITY_REF = _names(EntityRef.DESCRIPTOR)
 _SCOPE = _names(InstrumentationScope.DESCRIPTOR)
 _KV_KEYS, _KV_ALIASES = _names(KeyValue.DESCRIPTOR)
 _VALUES = _names(AnyValue.DESCRIPTOR.fields_by_name["array_value"].message_type)
+
+_FIELD_NAMES = frozenset(
+    name
+    for message in (
+        ExportLogsServiceRequest,
+        ResourceLogs,
+        ScopeLogs,
+        LogRecord,
+        ExportTraceServiceRequest,
+        ResourceSpans,
+        ScopeSpans,
+        Span,
+        Span.Event,
+        Span.Link,
+        Status,
+        Resource,
+        EntityRef,
+        InstrumentationScope,
+        KeyValue,
+        AnyValue,
+    )
+    for name in _names(message.DESCRIPTOR)[1]
+) | {"values"}
 
 _SEVERITY_NUMBERS = _enum_names(SeverityNumber.DESCRIPTOR)
 _SPAN_KINDS = _enum_names(Span.SpanKind.DESCRIPTOR)
@@ -364,12 +409,6 @@ def _double(value: Any, seg: str) -> float:
     raise _Fail(_expected('a number or "NaN", "Infinity", "-Infinity"', value), seg)
 
 
-def _bool(value: Any, seg: str) -> bool:
-    if type(value) is not bool:
-        raise _Fail(_expected("a boolean", value), seg)
-    return value
-
-
 def _hex_id(value: Any, size: int, seg: str) -> bytes:
     """A trace (16 bytes) or span (8 bytes) id; "" is an absent id (b"")."""
     if type(value) is not str:
@@ -410,7 +449,8 @@ def _strings(value: Any, container: _Strings, seg: str) -> None:
     try:
         container.extend(value)
     except UnicodeEncodeError:
-        raise _Fail(_SURROGATE, seg) from None
+        bad = next((i for i, item in enumerate(value) if _SURROGATES.search(item)), 0)
+        raise _Fail(_SURROGATE, f"[{bad}]", seg) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -435,7 +475,7 @@ def _repeated(
             e.path.append(seg)
             raise
         except UnicodeEncodeError:
-            raise _Fail(_SURROGATE, f"[{i}]", seg) from None
+            raise _surrogate(item, i, seg) from None
 
 
 def _sub(decode: Callable[[Any, M], None], value: Any, message: M, seg: str) -> None:
@@ -497,7 +537,9 @@ def _set_array(value: Any, av: AnyValue, depth: int, key: str) -> None:
             e.path.extend((f"[{i}]", ".values", seg))
             raise
         except UnicodeEncodeError:
-            raise _Fail(_SURROGATE, f"[{i}]", ".values", seg) from None
+            e2 = _surrogate(item, i, ".values")
+            e2.path.append(seg)
+            raise e2 from None
 
 
 def _set_kvlist(value: Any, av: AnyValue, depth: int, key: str) -> None:
@@ -595,7 +637,7 @@ def _key_values(items: Any, container: _Messages[KeyValue], depth: int, seg: str
             e.path.append(seg)
             raise
         except UnicodeEncodeError:
-            raise _Fail(_SURROGATE, f"[{i}]", seg) from None
+            raise _surrogate(items[i], i, seg) from None
 
 
 def _entity_ref(obj: Any, ref: EntityRef) -> None:

@@ -52,7 +52,9 @@ class Database:
             raise StoreFormatError(f"cannot open data dir {path!r}: {e}") from e
         self.path = path
         self.cf = {name: self.db.get_column_family(name) for name in fmt.COLUMN_FAMILIES}
-        self._handles = {name: self.db.get_column_family_handle(name) for name in fmt.COLUMN_FAMILIES}
+        self._handles = {
+            name: self.db.get_column_family_handle(name) for name in fmt.COLUMN_FAMILIES
+        }
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()
@@ -62,7 +64,7 @@ class Database:
         meta = self.cf[fmt.CF_META]
         have = meta.get(fmt.FORMAT_KEY)
         if have is None:
-            if not fresh and any(True for _ in meta.keys()):
+            if not fresh and any(True for _ in meta.keys())  # noqa: SIM118 - rocksdict iterates items:
                 raise StoreFormatError(f"data dir {self.path!r} has data but no format marker")
             meta.put(fmt.FORMAT_KEY, fmt.format_value(), self._sync)
             return
@@ -120,7 +122,9 @@ class Database:
         out = {}
         for name in fmt.COLUMN_FAMILIES:
             try:
-                out[name] = int(self.cf[name].property_int_value("rocksdb.total-sst-files-size") or 0)
+                out[name] = int(
+                    self.cf[name].property_int_value("rocksdb.total-sst-files-size") or 0
+                )
             except Exception:  # noqa: BLE001
                 out[name] = 0
         return out

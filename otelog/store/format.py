@@ -117,10 +117,6 @@ def term(kind: bytes, value: bytes | str) -> bytes:
     return kind + (value.encode() if isinstance(value, str) else value)
 
 
-def attr_term(kind: bytes, key: str, value: str) -> bytes:
-    return kind + key.encode() + b"\x00" + value.encode()
-
-
 def posting_prefix(tenant: str, t: bytes) -> bytes:
     return tenant_prefix(tenant) + _U16.pack(len(t)) + t
 

@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from pyroaring import BitMap
 
+from otelog.anyvalue import kv_terms
 from otelog.model import LogBatch
 from otelog.store import format as fmt
 from otelog.store.tokens import indexed_tokens
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 # An attribute key gets postings in a segment only while its distinct values stay within
 # this budget; past it the key is still searchable by scanning that segment's rows.
 ATTR_MAX_DISTINCT = 1000
-ATTR_MAX_VALUE_LEN = 200
+ATTR_MAX_TERM_LEN = 256
 
 
 @dataclass
@@ -59,11 +61,11 @@ class BuiltSegment:
 
 def _merge_resources(
     batches: list[LogBatch],
-) -> tuple[list[tuple[str, str, bytes, bytes]], list[tuple[tuple[str, str], ...]], np.ndarray]:
+) -> tuple[list[tuple[str, str, bytes, bytes]], list[tuple[tuple[str, bytes], ...]], np.ndarray]:
     """One resource table for the segment; returns it, its attrs, and each row's index."""
     table: dict[tuple[bytes, bytes], int] = {}
     resources: list[tuple[str, str, bytes, bytes]] = []
-    res_attrs: list[tuple[tuple[str, str], ...]] = []
+    res_attrs: list[tuple[tuple[str, bytes], ...]] = []
     parts: list[np.ndarray] = []
     for b in batches:
         remap = np.empty(len(b.resources), dtype=np.uint32)
@@ -78,6 +80,15 @@ def _merge_resources(
         parts.append(remap[np.asarray(b.res, dtype=np.int64)] if len(b) else remap[:0])
     res = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     return resources, res_attrs, res
+
+
+def _within_budget(values: set[bytes] | dict[bytes, list[int]]) -> bool:
+    return len(values) <= ATTR_MAX_DISTINCT and all(len(v) <= ATTR_MAX_TERM_LEN for v in values)
+
+
+def _term_key(t: bytes) -> str:
+    """The attribute key of an attribute term (kind byte + serialized KeyValue)."""
+    return KeyValue.FromString(t[1:]).key
 
 
 def _bitmap(rows: np.ndarray | list[int]) -> bytes:
@@ -120,9 +131,10 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
         )
 
     terms: dict[bytes, np.ndarray | list[int]] = {}
+    unindexed: list[str] = []
     # resource-level terms: rows of each resource index, unioned per term
     res_rows: dict[bytes, list[np.ndarray]] = {}
-    res_values: dict[str, set[str]] = {}
+    res_values: dict[str, set[bytes]] = {}
     for r_idx, (service, host, _rpb, _spb) in enumerate(resources):
         rows = np.flatnonzero(res == r_idx)
         if len(rows) == 0:
@@ -130,21 +142,15 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
         res_rows.setdefault(fmt.term(fmt.T_SERVICE, service), []).append(rows)
         if host:
             res_rows.setdefault(fmt.term(fmt.T_HOST, host), []).append(rows)
-        for k, v in res_attrs[r_idx]:
-            res_values.setdefault(k, set()).add(v)
-            if len(v) <= ATTR_MAX_VALUE_LEN:
-                res_rows.setdefault(fmt.attr_term(fmt.T_RES, k, v), []).append(rows)
-    unindexed: list[str] = []
-    over = {
-        k
-        for k, vs in res_values.items()
-        if len(vs) > ATTR_MAX_DISTINCT or any(len(v) > ATTR_MAX_VALUE_LEN for v in vs)
-    }
+        for k, kv in res_attrs[r_idx]:
+            res_values.setdefault(k, set()).add(kv)
+            res_rows.setdefault(fmt.T_RES + kv, []).append(rows)
+    over = {k for k, vs in res_values.items() if not _within_budget(vs)}
     unindexed += [f"r:{k}" for k in sorted(over)]
     for t, parts in res_rows.items():
-        if t[:1] == fmt.T_RES and t[1:].split(b"\x00", 1)[0].decode() in over:
+        if t[:1] == fmt.T_RES and _term_key(t) in over:
             continue
-        terms[t] = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        terms[t] = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
     level_counts = [0] * 7
     for lv in range(7):
         rows = np.flatnonzero(level == lv)
@@ -155,28 +161,32 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
     # row-level terms, in sorted row order
     trace_rows: dict[bytes, list[int]] = {}
     word_rows: dict[str, list[int]] = {}
-    attr_rows: dict[str, dict[str, list[int]]] = {}
+    kv_rows: dict[bytes, list[int]] = {}
     for i, src in enumerate(order_l):
         tid = tids_all[src]
         if tid:
             trace_rows.setdefault(tid, []).append(i)
         for tok in set(indexed_tokens(bodies_all[src])):
             word_rows.setdefault(tok, []).append(i)
-        for k, v in attrs_all[src]:
-            vals = attr_rows.get(k)
-            if vals is None:
-                vals = attr_rows[k] = {}
-            vals.setdefault(v, []).append(i)
+        for kv in attrs_all[src]:
+            kv_rows.setdefault(kv, []).append(i)
     for tid, rws in trace_rows.items():
         terms[fmt.T_TRACE + tid] = rws
     for tok, rws in word_rows.items():
         terms[fmt.T_WORD + tok.encode()] = rws
-    for k, vals in attr_rows.items():
-        if len(vals) > ATTR_MAX_DISTINCT or any(len(v) > ATTR_MAX_VALUE_LEN for v in vals):
+    # group the distinct serialized attributes by key; a key over budget gets no postings
+    by_key: dict[str, dict[bytes, list[int]]] = {}
+    for kv, rws in kv_rows.items():
+        for k, leaf in kv_terms(kv):
+            vals = by_key.setdefault(k, {})
+            have = vals.get(leaf)
+            vals[leaf] = rws if have is None else sorted(set(have) | set(rws))
+    for k, vals in by_key.items():
+        if not _within_budget(vals):
             unindexed.append(f"a:{k}")
             continue
-        for v, rws in vals.items():
-            terms[fmt.attr_term(fmt.T_ATTR, k, v)] = rws
+        for leaf, rws in vals.items():
+            terms[fmt.T_ATTR + leaf] = rws
 
     postings = [(fmt.posting_key(tenant, t, seg_id), _bitmap(rws)) for t, rws in terms.items()]
     cols.append(
@@ -259,7 +269,9 @@ class SegmentReader:
             if cached is not None:
                 self._blocks.move_to_end(blk)
                 return cached
-        raw = self.db.get(fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, fmt.COL_RECS, blk))
+        raw = self.db.get(
+            fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, fmt.COL_RECS, blk)
+        )
         if raw is None:
             raise KeyError(f"segment {self.meta.id:x} lost block {blk}")
         recs = fmt.decode_blobs(fmt.decompress(raw))

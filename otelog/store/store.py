@@ -58,7 +58,7 @@ class Store:
     # ---- opening
 
     def _load_catalog(self) -> None:
-        for key, value in self.db.scan_prefix(fmt.CF_META, b"seg/"):
+        for _key, value in self.db.scan_prefix(fmt.CF_META, b"seg/"):
             meta = SegmentMeta.decode(value)
             self._segments.setdefault(meta.tenant, {})[meta.id] = SegmentReader(self.db, meta)
             self._last_seg_id = max(self._last_seg_id, meta.id)
@@ -166,9 +166,7 @@ class Store:
                 self.db.put(wb, fmt.CF_META, fmt.catalog_key(m.tenant, seg_id), built.meta.encode())
                 for seq in m.wal_seqs:
                     self.db.delete(wb, fmt.CF_WAL, fmt.wal_key(seq))
-                self.db.put(
-                    wb, fmt.CF_META, NEXT_SEQ_KEY, (max(m.wal_seqs) + 1).to_bytes(8, "big")
-                )
+                self.db.put(wb, fmt.CF_META, NEXT_SEQ_KEY, (max(m.wal_seqs) + 1).to_bytes(8, "big"))
                 # not synced: the WAL entries it deletes are durable until this batch is,
                 # and RocksDB applies the whole batch or none of it
                 self.db.write(wb, sync=False)
@@ -204,7 +202,10 @@ class Store:
 
     def postings(self, tenant: str, term: bytes, seg_ids: list[int]) -> list[BitMap]:
         keys = [fmt.posting_key(tenant, term, s) for s in seg_ids]
-        return [BitMap.deserialize(v) if v is not None else BitMap() for v in self.db.get_many(fmt.CF_POST, keys)]
+        return [
+            BitMap.deserialize(v) if v is not None else BitMap()
+            for v in self.db.get_many(fmt.CF_POST, keys)
+        ]
 
     def posting_scan(self, tenant: str, term: bytes) -> Iterator[tuple[int, BitMap]]:
         """Every segment holding `term`, in segment order: one prefix scan."""
