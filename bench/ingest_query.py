@@ -626,6 +626,8 @@ def print_table(report: dict[str, Any]) -> None:
         ("bytes per record", fmt(disk["bytes_per_record"])),
         ("vs OTLP protobuf", fmt(disk["ratio_to_otlp"], "x", 2)),
     ]
+    if "bytes_after_stop" in disk:
+        rows.append(("bytes per record after stop", fmt(disk["bytes_per_record_after_stop"])))
     section("query latency (client-side, HTTP POST /graphql)")
     for name, q in report["queries"].items():
         rows.append(
@@ -883,18 +885,33 @@ def main(argv: list[str] | None = None) -> int:
             bytes_per_record=None if disk_bytes is None else disk_bytes / ingest.items,
             ratio_to_otlp=None if disk_bytes is None else disk_bytes / otlp_bytes,
         )
-        if not server.alive():
-            report["ok"] = False
-            report["server_exit"] = server.proc.returncode if server.proc else None
     finally:
         exit_code = server.stop() if server is not None else None
         if exit_code is not None:
             log(f"server stopped with exit code {exit_code}")
-        if args.keep_data or (server is not None and server.proc is not None and exit_code):
+        after_stop = None
+        if server is not None and server.proc is not None and server.data_dir is not None:
+            after_stop = disk_usage(server.data_dir)[0]
+        if args.keep_data or exit_code:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
+    if server.proc is not None:
+        report["disk"]["bytes_after_stop"] = after_stop
+        report["disk"]["bytes_per_record_after_stop"] = (
+            None if after_stop is None else after_stop / ingest.items
+        )
+        report["checks"].append(
+            {
+                "name": "server stopped cleanly on SIGTERM",
+                "expected": 0,
+                "got": exit_code,
+                "ok": exit_code == 0,
+                "error": "" if exit_code == 0 else server.log_tail(5),
+            }
+        )
+        report["ok"] = all(c["ok"] for c in report["checks"])
     if args.json:
         print(json.dumps(report, separators=(",", ":")))
     else:

@@ -64,7 +64,8 @@ class Database:
         meta = self.cf[fmt.CF_META]
         have = meta.get(fmt.FORMAT_KEY)
         if have is None:
-            if not fresh and any(True for _ in meta.keys())  # noqa: SIM118 - rocksdict iterates items:
+            # rocksdict iterates items, not keys, so keys() is meant
+            if not fresh and any(True for _ in meta.keys()):  # noqa: SIM118
                 raise StoreFormatError(f"data dir {self.path!r} has data but no format marker")
             meta.put(fmt.FORMAT_KEY, fmt.format_value(), self._sync)
             return
