@@ -235,6 +235,26 @@ class Server:
         return self.proc.returncode
 
 
+def wait_idle(
+    server: Server, timeout: float = 120.0, interval: float = 0.5, busy: float = 0.05
+) -> tuple[float | None, float]:
+    """Waits until the server uses less than `busy` of a core over `interval` (the work it
+    deferred past its acknowledgements is done). (its CPU seconds then, seconds waited)."""
+    t0 = time.perf_counter()
+    last = server.cpu_seconds()
+    if last is None:
+        return None, 0.0
+    while time.perf_counter() - t0 < timeout:
+        time.sleep(interval)
+        now = server.cpu_seconds()
+        if now is None:
+            return None, time.perf_counter() - t0
+        if now - last < busy * interval:
+            return now, time.perf_counter() - t0
+        last = now
+    return last, time.perf_counter() - t0
+
+
 def disk_usage(path: Path) -> tuple[int, int, int]:
     """(apparent bytes, allocated bytes, files) under `path`."""
     size = allocated = files = 0
@@ -289,7 +309,8 @@ class SendResult:
     errors: int = 0
     first_error: str = ""
     wall_s: float = 0.0
-    cpu_s: float | None = None
+    cpu_s: float | None = None  # server CPU from the first request to the last ack
+    cpu_start: float | None = None  # server CPU seconds when sending began
 
 
 def send_all(
@@ -356,7 +377,7 @@ def send_all(
     threads = [threading.Thread(target=worker, args=(ch,), daemon=True) for ch in channels]
     for t in threads:
         t.start()
-    cpu0 = server.cpu_seconds()
+    cpu0 = result.cpu_start = server.cpu_seconds()
     t0 = time.perf_counter()
     start.wait()
     total = len(bodies)
@@ -568,6 +589,49 @@ def run_trace_queries(
     return res
 
 
+def run_queries(
+    api_url: str, stats: WorkloadStats, args: argparse.Namespace, spans_sent: bool
+) -> list[QueryResult]:
+    gql = GraphQL(api_url)
+    runs, warm = args.query_runs, args.warmup
+    try:
+        return [
+            run_trace_queries(gql, stats, runs, warm, spans_sent, args.seed),
+            run_count_query(
+                gql,
+                "service=checkout AND level=ERROR",
+                "service=checkout AND level=ERROR",
+                "1h",
+                100,
+                stats.count("checkout", ("ERROR",)),
+                runs,
+                warm,
+            ),
+            run_count_query(
+                gql,
+                f"rare keyword ({stats.rare_keyword})",
+                stats.rare_keyword,
+                "2h",
+                100,
+                stats.rare_count,
+                runs,
+                warm,
+            ),
+            run_count_query(
+                gql,
+                "level>=WARN (count)",
+                "level>=WARN",
+                "1h",
+                1,
+                stats.at_least("WARN"),
+                runs,
+                warm,
+            ),
+        ]
+    finally:
+        gql.close()
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -604,6 +668,8 @@ def print_table(report: dict[str, Any]) -> None:
         ("server CPU", fmt(ing["server_cpu_s"], " s", 2)),
         ("server cores busy", fmt(ing["server_cores"], "", 2)),
         ("records per server CPU-second", fmt(ing["records_per_cpu_s"], "", 0)),
+        ("  same, counting CPU until idle", fmt(ing.get("records_per_cpu_s_until_idle"), "", 0)),
+        ("  server idle after last ack", fmt(ing.get("idle_after_s"), " s", 1)),
         ("rejected / retries / errors", f"{ing['rejected']} / {ing['retries']} / {ing['errors']}"),
     ]
     if report.get("spans"):
@@ -799,10 +865,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(
             f"ingested {ingest.items:,} records in {ingest.wall_s:.2f} s "
-            f"({ingest.items / ingest.wall_s:,.0f}/s), errors {ingest.errors}"
+            f"({ingest.items / max(ingest.wall_s, 1e-9):,.0f}/s), errors {ingest.errors}"
             + (f" ({ingest.first_error})" if ingest.first_error else "")
         )
         del bodies
+        idle_cpu: float | None = None
+        idle_after_s: float | None = None
+        if tts_thread is None and server.pid is not None:
+            log("waiting for the server to go idle ...")
+            idle_cpu, idle_after_s = wait_idle(server)
+            log(f"  idle after {idle_after_s:.1f} s")
         spans: SendResult | None = None
         if span_bodies:
             spans = send_all(
@@ -838,46 +910,18 @@ def main(argv: list[str] | None = None) -> int:
         if age_min > 59:
             log(f"WARNING: the oldest records are {age_min:.0f} min old; 1h windows miss some")
         log(f"running queries ({args.warmup} warm-up + {args.query_runs} runs each) ...")
-        gql = GraphQL(server.api_url)
-        runs, warm = args.query_runs, args.warmup
-        queries = [
-            run_trace_queries(gql, stats, runs, warm, spans is not None, args.seed),
-            run_count_query(
-                gql,
-                "service=checkout AND level=ERROR",
-                "service=checkout AND level=ERROR",
-                "1h",
-                100,
-                stats.count("checkout", ("ERROR",)),
-                runs,
-                warm,
-            ),
-            run_count_query(
-                gql,
-                f"rare keyword ({stats.rare_keyword})",
-                stats.rare_keyword,
-                "2h",
-                100,
-                stats.rare_count,
-                runs,
-                warm,
-            ),
-            run_count_query(
-                gql,
-                "level>=WARN (count)",
-                "level>=WARN",
-                "1h",
-                1,
-                stats.at_least("WARN"),
-                runs,
-                warm,
-            ),
-        ]
-        gql.close()
+        queries = run_queries(server.api_url, stats, args, spans is not None)
         # f. report
         report = build_report(
-            args, wl, stats, encode_s, otlp_bytes, ingest, spans, tts, queries, server
+            args, stats, encode_s, otlp_bytes, ingest, spans, tts, queries, server
         )
+        if idle_cpu is not None and ingest.cpu_start is not None:
+            cpu = idle_cpu - ingest.cpu_start
+            report["ingest"].update(
+                server_cpu_until_idle_s=cpu,
+                idle_after_s=idle_after_s,
+                records_per_cpu_s_until_idle=ingest.items / cpu if cpu > 0 else None,
+            )
         report["disk"].update(
             bytes=disk_bytes,
             allocated_bytes=disk_alloc,
@@ -897,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
+    assert server is not None
     if server.proc is not None:
         report["disk"]["bytes_after_stop"] = after_stop
         report["disk"]["bytes_per_record_after_stop"] = (
@@ -922,7 +967,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_report(
     args: argparse.Namespace,
-    wl: Workload,
     stats: WorkloadStats,
     encode_s: float,
     otlp_bytes: int,

@@ -1,8 +1,9 @@
 """The real OpenTelemetry Python SDK talking to a real `otelog serve` over the wire.
 
-Every test uses its own service name, builds its own providers and shuts them down, so
-nothing leaks between tests through the SDK's globals (only provider-local loggers and
-tracers are used; the global providers are never set).
+The tests share one server (module scope: starting one costs about a second) and stay
+independent of each other through unique service names and trace ids. Every test builds
+its own providers and shuts them down; only provider-local loggers and tracers are used,
+the SDK's global providers are never set.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import (
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordProcessor
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
-    LogRecordExporter,
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.resources import Resource
@@ -56,6 +56,15 @@ PY_LEVELS: list[tuple[int, str]] = [
 ]
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtelogProcess]:
+    proc = OtelogProcess(tmp_path_factory.mktemp("otlp-sdk") / "data")
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
 def unique_service(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -74,9 +83,11 @@ def python_logger(provider: LoggerProvider, name: str) -> Iterator[logging.Logge
         logger.removeHandler(handler)
 
 
-def log_provider(service: str, host: str, processor_exporter: Any) -> LoggerProvider:
-    provider = LoggerProvider(resource=Resource.create({"service.name": service, "host.name": host}))
-    provider.add_log_record_processor(processor_exporter)
+def log_provider(service: str, host: str, processor: LogRecordProcessor) -> LoggerProvider:
+    provider = LoggerProvider(
+        resource=Resource.create({"service.name": service, "host.name": host})
+    )
+    provider.add_log_record_processor(processor)
     return provider
 
 
@@ -97,9 +108,11 @@ def emit_every_level(logger: logging.Logger, run: str) -> dict[str, dict[str, An
     return expected
 
 
-def fetch_service_logs(otelog: OtelogProcess, service: str) -> list[dict[str, Any]]:
-    page = otelog.data(
-        f"query($q: String!) {{ logs(query: $q, limit: 1000) {{ total records {{ {LOG_FIELDS} }} }} }}",
+def fetch_service_logs(server: OtelogProcess, service: str) -> list[dict[str, Any]]:
+    page = server.data(
+        "query($q: String!) { logs(query: $q, limit: 1000) { total records {"
+        + LOG_FIELDS
+        + "} } }",
         {"q": f"service={service}"},
     )["logs"]
     assert page["total"] == len(page["records"]), page["total"]
@@ -108,9 +121,9 @@ def fetch_service_logs(otelog: OtelogProcess, service: str) -> list[dict[str, An
 
 
 def assert_levels_stored(
-    otelog: OtelogProcess, service: str, host: str, expected: dict[str, dict[str, Any]]
+    server: OtelogProcess, service: str, host: str, expected: dict[str, dict[str, Any]]
 ) -> None:
-    records = fetch_service_logs(otelog, service)
+    records = fetch_service_logs(server, service)
     by_body = {r["body"]: r for r in records}
     assert sorted(by_body) == sorted(expected), records
     assert len(records) == len(expected), "a record was stored twice"
@@ -130,10 +143,10 @@ def assert_levels_stored(
 
 
 def test_sdk_logging_handler_over_grpc_stores_every_level_with_attributes_and_host(
-    otelog: OtelogProcess,
+    server: OtelogProcess,
 ) -> None:
     service = unique_service("sdk-grpc")
-    exporter = GrpcLogExporter(endpoint=otelog.grpc_endpoint, insecure=True)
+    exporter = GrpcLogExporter(endpoint=server.grpc_endpoint, insecure=True)
     provider = log_provider(service, "grpc-host-1", BatchLogRecordProcessor(exporter))
     try:
         with python_logger(provider, service) as logger:
@@ -141,7 +154,7 @@ def test_sdk_logging_handler_over_grpc_stores_every_level_with_attributes_and_ho
         assert provider.force_flush(10_000)
     finally:
         provider.shutdown()
-    assert_levels_stored(otelog, service, "grpc-host-1", expected)
+    assert_levels_stored(server, service, "grpc-host-1", expected)
 
 
 @pytest.mark.parametrize(
@@ -150,22 +163,22 @@ def test_sdk_logging_handler_over_grpc_stores_every_level_with_attributes_and_ho
     ids=["uncompressed", "gzip"],
 )
 def test_sdk_logging_handler_over_http_stores_every_level_with_attributes_and_host(
-    otelog: OtelogProcess, compression: Compression
+    server: OtelogProcess, compression: Compression
 ) -> None:
     service = unique_service(f"sdk-http-{compression.value}")
-    exporter = HttpLogExporter(endpoint=otelog.http_url + "/v1/logs", compression=compression)
+    exporter = HttpLogExporter(endpoint=server.http_url + "/v1/logs", compression=compression)
     provider = log_provider(service, "http-host-1", SimpleLogRecordProcessor(exporter))
     try:
         with python_logger(provider, service) as logger:
             expected = emit_every_level(logger, f"http-{compression.value}")
     finally:
         provider.shutdown()
-    assert_levels_stored(otelog, service, "http-host-1", expected)
+    assert_levels_stored(server, service, "http-host-1", expected)
 
 
-def test_sdk_logs_are_searchable_as_soon_as_the_export_returns(otelog: OtelogProcess) -> None:
+def test_sdk_logs_are_searchable_as_soon_as_the_export_returns(server: OtelogProcess) -> None:
     service = unique_service("sdk-fresh")
-    exporter: LogRecordExporter = GrpcLogExporter(endpoint=otelog.grpc_endpoint, insecure=True)
+    exporter = GrpcLogExporter(endpoint=server.grpc_endpoint, insecure=True)
     provider = log_provider(service, "fresh-host", SimpleLogRecordProcessor(exporter))
     try:
         with python_logger(provider, service) as logger:
@@ -173,7 +186,7 @@ def test_sdk_logs_are_searchable_as_soon_as_the_export_returns(otelog: OtelogPro
                 # SimpleLogRecordProcessor exports synchronously: the record is acknowledged
                 # when this call returns, and must be visible to the very next query
                 logger.warning("payment retry %d", n, extra={"attempt": n})
-                records = fetch_service_logs(otelog, service)
+                records = fetch_service_logs(server, service)
                 assert len(records) == n + 1, records
                 assert records[0]["body"] == f"payment retry {n}"
     finally:
@@ -181,15 +194,15 @@ def test_sdk_logs_are_searchable_as_soon_as_the_export_returns(otelog: OtelogPro
 
 
 def test_trace_returns_the_span_tree_and_exactly_the_logs_emitted_inside_it(
-    otelog: OtelogProcess,
+    server: OtelogProcess,
 ) -> None:
     service = unique_service("sdk-trace")
     resource = Resource.create({"service.name": service, "host.name": "trace-host"})
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(
-        SimpleSpanProcessor(GrpcSpanExporter(endpoint=otelog.grpc_endpoint, insecure=True))
+        SimpleSpanProcessor(GrpcSpanExporter(endpoint=server.grpc_endpoint, insecure=True))
     )
-    log_exporter = GrpcLogExporter(endpoint=otelog.grpc_endpoint, insecure=True)
+    log_exporter = GrpcLogExporter(endpoint=server.grpc_endpoint, insecure=True)
     logger_provider = LoggerProvider(resource=resource)
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
     tracer = tracer_provider.get_tracer("otelog.tests")
@@ -228,7 +241,7 @@ def test_trace_returns_the_span_tree_and_exactly_the_logs_emitted_inside_it(
         tracer_provider.shutdown()
         logger_provider.shutdown()
 
-    trace = otelog.data(
+    trace = server.data(
         """query($t: String!) { trace(traceId: $t) {
             traceId services
             spans { spanId parentSpanId name service kind startTime durationMs status
@@ -304,15 +317,17 @@ def _old_logs_request(
     return req
 
 
-def _send_old_trace_logs(otelog: OtelogProcess, service: str) -> tuple[str, list[str]]:
+def _send_old_trace_logs(server: OtelogProcess, service: str) -> tuple[str, list[str]]:
     """Logs of one trace stamped 3 days ago, half sealed into a segment, half still fresh."""
     trace_id = secrets.token_bytes(16)
     three_days_ago = time.time_ns() - 3 * 86_400 * 10**9
     first = [f"old step {n}" for n in range(3)]
     second = [f"older retry {n}" for n in range(2)]
-    with grpc.insecure_channel(otelog.grpc_endpoint) as channel:
+    with grpc.insecure_channel(server.grpc_endpoint) as channel:
         stub = LogsServiceStub(channel)
-        resp = stub.Export(_old_logs_request(service, trace_id, three_days_ago, first, 4), timeout=10)
+        resp = stub.Export(
+            _old_logs_request(service, trace_id, three_days_ago, first, 4), timeout=10
+        )
         assert not resp.HasField("partial_success"), resp
         time.sleep(1.0)  # past the seal interval: the first request is in a sealed segment
         resp = stub.Export(
@@ -323,10 +338,10 @@ def _send_old_trace_logs(otelog: OtelogProcess, service: str) -> tuple[str, list
     return trace_id.hex(), first + second
 
 
-def test_trace_finds_logs_stamped_days_ago_without_a_time_window(otelog: OtelogProcess) -> None:
+def test_trace_finds_logs_stamped_days_ago_without_a_time_window(server: OtelogProcess) -> None:
     service = unique_service("old-trace")
-    trace_id, bodies = _send_old_trace_logs(otelog, service)
-    trace = otelog.data(
+    trace_id, bodies = _send_old_trace_logs(server, service)
+    trace = server.data(
         "query($t: String!) { trace(traceId: $t) { traceId services logs { body traceId } } }",
         {"t": trace_id},
     )["trace"]
@@ -337,10 +352,10 @@ def test_trace_finds_logs_stamped_days_ago_without_a_time_window(otelog: OtelogP
     assert all(r["traceId"] == trace_id for r in trace["logs"])
 
 
-def test_trace_id_query_finds_logs_stamped_days_ago_without_since(otelog: OtelogProcess) -> None:
+def test_trace_id_query_finds_logs_stamped_days_ago_without_since(server: OtelogProcess) -> None:
     service = unique_service("old-needle")
-    trace_id, bodies = _send_old_trace_logs(otelog, service)
-    page = otelog.data(
+    trace_id, bodies = _send_old_trace_logs(server, service)
+    page = server.data(
         "query($q: String!) { logs(query: $q) { total records { body traceId service } } }",
         {"q": f"trace_id={trace_id}"},
     )["logs"]
@@ -350,8 +365,8 @@ def test_trace_id_query_finds_logs_stamped_days_ago_without_since(otelog: Otelog
     assert {r["service"] for r in page["records"]} == {service}
 
 
-def test_trace_of_an_unknown_trace_id_is_null(otelog: OtelogProcess) -> None:
-    body = otelog.data(
+def test_trace_of_an_unknown_trace_id_is_null(server: OtelogProcess) -> None:
+    body = server.data(
         "query($t: String!) { trace(traceId: $t) { traceId } }", {"t": secrets.token_hex(16)}
     )
     assert body["trace"] is None
@@ -361,16 +376,16 @@ def test_trace_of_an_unknown_trace_id_is_null(otelog: OtelogProcess) -> None:
 
 
 def test_services_lists_services_that_sent_logs_and_services_that_sent_only_spans(
-    otelog: OtelogProcess,
+    server: OtelogProcess,
 ) -> None:
     logs_service = unique_service("svc-logs")
     spans_service = unique_service("svc-spans")
 
-    log_exporter = GrpcLogExporter(endpoint=otelog.grpc_endpoint, insecure=True)
+    log_exporter = GrpcLogExporter(endpoint=server.grpc_endpoint, insecure=True)
     logger_provider = log_provider(logs_service, "h", SimpleLogRecordProcessor(log_exporter))
     tracer_provider = TracerProvider(resource=Resource.create({"service.name": spans_service}))
     tracer_provider.add_span_processor(
-        SimpleSpanProcessor(GrpcSpanExporter(endpoint=otelog.grpc_endpoint, insecure=True))
+        SimpleSpanProcessor(GrpcSpanExporter(endpoint=server.grpc_endpoint, insecure=True))
     )
     try:
         with python_logger(logger_provider, logs_service) as logger:
@@ -381,7 +396,7 @@ def test_services_lists_services_that_sent_logs_and_services_that_sent_only_span
         logger_provider.shutdown()
         tracer_provider.shutdown()
     assert span_id
-    services = otelog.data("{ services }")["services"]
+    services = server.data("{ services }")["services"]
     assert logs_service in services, services
     assert spans_service in services, services
     assert len(services) == len(set(services)), services

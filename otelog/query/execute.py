@@ -16,7 +16,7 @@ from otelog.query.match import Matcher, compile_matcher, value_text
 from otelog.query.plan import TimeWindow, levels_matching, time_window
 from otelog.query.rows import LogRow, ResourceCache, row_from_batch, row_from_record
 from otelog.store import format as fmt
-from otelog.store.segment import SegmentReader
+from otelog.store.segment import SegmentReader, rows_array
 from otelog.store.store import Store
 from otelog.store.tokens import is_indexed_token, word_tokens
 
@@ -247,13 +247,11 @@ class Searcher:
                 if m.min_ts > cursor[0]:
                     continue
                 upto = _cursor_limit(seg, cursor)
+                page = rows_array(bm)
                 if upto < m.rows:
-                    page = bm.to_array()
                     page = page[page < upto]
-                else:
-                    page = bm.to_array()
             else:
-                page = bm.to_array()
+                page = rows_array(bm)
             top = page[-(limit + 1) :]
             ts_col, lid_col = seg.ts, seg.lid
             for r in top.tolist():

@@ -16,6 +16,10 @@ Accepted, as protobuf JSON parsers do:
 - bytes (`bytesValue`) in standard or URL-safe base64, padded or not;
 - ids as hex strings of the exact length, any case; "" means absent.
 
+Rejected: JSON that is not strict RFC 8259 UTF-8 (bare NaN/Infinity, control characters in
+strings), strings with unpaired surrogate escapes (not representable in protobuf), integers
+outside their field's range, and AnyValue nesting deeper than `MAX_ANY_VALUE_DEPTH`.
+
 Every malformed input raises `InvalidArgument` whose message names the offending path, e.g.
 `resourceLogs[0].scopeLogs[1].logRecords[3].timeUnixNano: expected an integer, got boolean`.
 No other exception escapes for any bytes input.
@@ -56,9 +60,9 @@ __all__ = [
 MAX_ANY_VALUE_DEPTH = 32
 """Deepest accepted AnyValue nesting (a scalar attribute value is depth 1).
 
-32 levels of kvlistValue inside a span event attribute is also about the deepest a protobuf
-parser with the usual 100-message recursion limit accepts, so whatever is decoded here can be
-re-serialized and parsed again downstream.
+32 levels of kvlistValue inside a span event or link attribute (the deepest spot, three
+messages per level) is exactly the deepest that protobuf's default 100-message recursion limit
+lets parse again, so whatever is decoded here can be serialized and re-parsed downstream.
 """
 
 _U32_MAX = 2**32 - 1

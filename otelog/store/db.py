@@ -16,6 +16,7 @@ from rocksdict import (
 
 from otelog.errors import StoreFormatError
 from otelog.store import format as fmt
+from otelog.store.format import prefix_end
 
 
 class Database:
@@ -84,6 +85,9 @@ class Database:
     def delete(self, wb: WriteBatch, cf: str, key: bytes) -> None:
         wb.delete(key, self._handles[cf])
 
+    def delete_range(self, wb: WriteBatch, cf: str, lo: bytes, hi: bytes) -> None:
+        wb.delete_range(lo, hi, self._handles[cf])
+
     def write(self, wb: WriteBatch, sync: bool) -> None:
         self.db.write(wb, self._sync if sync else self._nosync)
 
@@ -96,7 +100,7 @@ class Database:
 
     def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         ro = ReadOptions()
-        ro.set_iterate_upper_bound(_prefix_end(prefix))
+        ro.set_iterate_upper_bound(prefix_end(prefix))
         it = self.cf[cf].iter(ro)
         it.seek(prefix)
         while it.valid():
@@ -131,14 +135,7 @@ class Database:
         return out
 
     def close(self) -> None:
+        # column family objects hold the DB open; drop them before closing
+        self.cf.clear()
+        self._handles.clear()
         self.db.close()
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    b = bytearray(prefix)
-    while b and b[-1] == 0xFF:
-        b.pop()
-    if not b:
-        return b"\xff" * (len(prefix) + 9)
-    b[-1] += 1
-    return bytes(b)

@@ -106,6 +106,17 @@ def column_key(tenant: str, seg_id: int, column: bytes, block: int | None = None
     return k
 
 
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix`."""
+    b = bytearray(prefix)
+    while b and b[-1] == 0xFF:
+        b.pop()
+    if not b:
+        return b"\xff" * (len(prefix) + 9)
+    b[-1] += 1
+    return bytes(b)
+
+
 def segment_columns_prefix(tenant: str, seg_id: int) -> bytes:
     return tenant_prefix(tenant) + _U64.pack(seg_id)
 

@@ -91,10 +91,48 @@ def _term_key(t: bytes) -> str:
     return KeyValue.FromString(t[1:]).key
 
 
-def _bitmap(rows: np.ndarray | list[int]) -> bytes:
-    bm = BitMap(rows)
+def rows_array(bm: BitMap) -> np.ndarray:
+    """The rows of a bitmap as a uint32 numpy array (no Python ints on the way)."""
+    return np.frombuffer(bm.to_array(), dtype=np.uint32)
+
+
+def bitmap_bytes(bm: BitMap) -> bytes:
     bm.run_optimize()
     return bytes(bm.serialize())
+
+
+def _bitmap(rows: np.ndarray | list[int]) -> bytes:
+    return bitmap_bytes(BitMap(rows))
+
+
+def encode_segment_columns(
+    tenant: str,
+    seg_id: int,
+    ts: np.ndarray,
+    lid: np.ndarray,
+    level: np.ndarray,
+    res: np.ndarray,
+    resources: list[tuple[str, str, bytes, bytes]],
+    recs: list[bytes],
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The column values of a segment whose rows are already in (ts, log_id) order."""
+    cols: list[tuple[bytes, bytes]] = [
+        (fmt.column_key(tenant, seg_id, fmt.COL_TS), fmt.encode_int64_column(ts)),
+        (fmt.column_key(tenant, seg_id, fmt.COL_LID), fmt.encode_int64_column(lid)),
+        (fmt.column_key(tenant, seg_id, fmt.COL_LEVEL), fmt.encode_small_column(level, "u1")),
+        (fmt.column_key(tenant, seg_id, fmt.COL_RES), fmt.encode_small_column(res, "<u4")),
+        (fmt.column_key(tenant, seg_id, fmt.COL_RESOURCES), fmt.encode_resources(resources)),
+    ]
+    blocks = (len(recs) + fmt.BLOCK_ROWS - 1) // fmt.BLOCK_ROWS
+    for blk in range(blocks):
+        chunk = recs[blk * fmt.BLOCK_ROWS : (blk + 1) * fmt.BLOCK_ROWS]
+        cols.append(
+            (
+                fmt.column_key(tenant, seg_id, fmt.COL_RECS, blk),
+                fmt.compress(fmt.encode_blobs(chunk)),
+            )
+        )
+    return cols, blocks
 
 
 def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSegment:
@@ -113,22 +151,7 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
     recs = [recs_all[i] for i in order_l]
     n = len(recs)
 
-    cols: list[tuple[bytes, bytes]] = [
-        (fmt.column_key(tenant, seg_id, fmt.COL_TS), fmt.encode_int64_column(ts)),
-        (fmt.column_key(tenant, seg_id, fmt.COL_LID), fmt.encode_int64_column(lid)),
-        (fmt.column_key(tenant, seg_id, fmt.COL_LEVEL), fmt.encode_small_column(level, "u1")),
-        (fmt.column_key(tenant, seg_id, fmt.COL_RES), fmt.encode_small_column(res, "<u2")),
-        (fmt.column_key(tenant, seg_id, fmt.COL_RESOURCES), fmt.encode_resources(resources)),
-    ]
-    blocks = (n + fmt.BLOCK_ROWS - 1) // fmt.BLOCK_ROWS
-    for blk in range(blocks):
-        chunk = recs[blk * fmt.BLOCK_ROWS : (blk + 1) * fmt.BLOCK_ROWS]
-        cols.append(
-            (
-                fmt.column_key(tenant, seg_id, fmt.COL_RECS, blk),
-                fmt.compress(fmt.encode_blobs(chunk)),
-            )
-        )
+    cols, blocks = encode_segment_columns(tenant, seg_id, ts, lid, level, res, resources, recs)
 
     terms: dict[bytes, np.ndarray | list[int]] = {}
     unindexed: list[str] = []
@@ -251,7 +274,7 @@ class SegmentReader:
     @property
     def res(self) -> np.ndarray:
         if self._res is None:
-            self._res = fmt.decode_small_column(self._col(fmt.COL_RES), "<u2")
+            self._res = fmt.decode_small_column(self._col(fmt.COL_RES), "<u4")
         return self._res
 
     @property

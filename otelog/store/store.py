@@ -18,11 +18,17 @@ from otelog.model import LogBatch, SpanBatch
 from otelog.store import format as fmt
 from otelog.store.db import Database
 from otelog.store.memtable import Memtable
+from otelog.store.merge import merge_segments, pick_merge, segment_keys
 from otelog.store.segment import SegmentMeta, SegmentReader, build_segment
 
 log = logging.getLogger(__name__)
 
 NEXT_SEQ_KEY = b"next_seq"
+GC_PREFIX = b"gc/"
+
+
+def _gc_key(meta: SegmentMeta) -> bytes:
+    return GC_PREFIX + fmt.catalog_key(meta.tenant, meta.id)
 
 
 @dataclass
@@ -52,7 +58,10 @@ class Store:
         self._sealing: list[Memtable] = []
         self._services: dict[str, set[str]] = {}
         self._last_seg_id = 0
+        self._merge_lock = threading.Lock()
+        self._garbage: list[tuple[float, list[SegmentReader]]] = []
         self._load_catalog()
+        self._collect_orphans()
         self._next_seq = self._recover_next_seq()
 
     # ---- opening
@@ -66,6 +75,11 @@ class Store:
             n = key[4]
             tenant = key[5 : 5 + n].decode()
             self._services.setdefault(tenant, set()).add(key[5 + n :].decode())
+
+    def _collect_orphans(self) -> None:
+        """Segments merged away before a crash: their catalog entry is gone, data remains."""
+        for key, value in list(self.db.scan_prefix(fmt.CF_META, GC_PREFIX)):
+            self._delete_segment_data(SegmentReader(self.db, SegmentMeta.decode(value)), key)
 
     def _recover_next_seq(self) -> int:
         stored = self.db.get(fmt.CF_META, NEXT_SEQ_KEY)
@@ -177,6 +191,69 @@ class Store:
                 sealed += m.rows
             return sealed
 
+    # ---- merging
+
+    def merge_once(
+        self,
+        small_rows: int = 200_000,
+        fanin: int = 8,
+        max_rows: int = 1_000_000,
+        grace_s: float = 60.0,
+    ) -> int:
+        """Merge one run of small segments, if there is one. Returns the rows merged."""
+        with self._merge_lock:
+            with self._lock:
+                tenants = {t: list(segs.values()) for t, segs in self._segments.items()}
+            for tenant, segs in tenants.items():
+                run = pick_merge(segs, small_rows, fanin, max_rows)
+                if not run:
+                    continue
+                with self._lock:
+                    seg_id = self._new_seg_id()
+                built = merge_segments(tenant, seg_id, run)
+                wb = self.db.batch()
+                for k, v in built.columns:
+                    self.db.put(wb, fmt.CF_COLS, k, v)
+                for k, v in built.postings:
+                    self.db.put(wb, fmt.CF_POST, k, v)
+                self.db.put(wb, fmt.CF_META, fmt.catalog_key(tenant, seg_id), built.meta.encode())
+                for s in run:
+                    self.db.delete(wb, fmt.CF_META, fmt.catalog_key(tenant, s.meta.id))
+                    self.db.put(wb, fmt.CF_META, _gc_key(s.meta), s.meta.encode())
+                self.db.write(wb, sync=False)
+                reader = SegmentReader(self.db, built.meta)
+                with self._lock:
+                    catalog = self._segments[tenant]
+                    for s in run:
+                        catalog.pop(s.meta.id, None)
+                    catalog[seg_id] = reader
+                    # queries that took a snapshot before may still read the inputs
+                    self._garbage.append((time.monotonic() + grace_s, run))
+                return built.meta.rows
+            return 0
+
+    def collect_garbage(self, force: bool = False) -> int:
+        """Delete the data of merged-away segments once no query can still read them."""
+        now = time.monotonic()
+        with self._lock:
+            due = [g for g in self._garbage if force or g[0] <= now]
+            self._garbage = [g for g in self._garbage if g not in due]
+        n = 0
+        for _, segs in due:
+            for s in segs:
+                self._delete_segment_data(s, _gc_key(s.meta))
+                n += 1
+        return n
+
+    def _delete_segment_data(self, seg: SegmentReader, gc_key: bytes) -> None:
+        posts, lo, hi = segment_keys(seg)
+        wb = self.db.batch()
+        for k in posts:
+            self.db.delete(wb, fmt.CF_POST, k)
+        self.db.delete_range(wb, fmt.CF_COLS, lo, hi)
+        self.db.delete(wb, fmt.CF_META, gc_key)
+        self.db.write(wb, sync=False)
+
     # ---- reading
 
     def snapshot(self, tenant: str) -> Snapshot:
@@ -222,5 +299,6 @@ class Store:
         return self.db.size_on_disk()
 
     def close(self) -> None:
+        self.collect_garbage(force=True)
         self.db.flush()
         self.db.close()
