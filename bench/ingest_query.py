@@ -407,6 +407,7 @@ class TtsResult:
     hit_poll_ms: list[float] = field(default_factory=list)  # latency of the finding poll
     first_poll_hits: int = 0  # samples found by the very first poll
     polls: int = 0
+    poll_errors: int = 0  # polls answered with GraphQL errors or failing
     timeouts: int = 0
     errors: int = 0
     first_error: str = ""
@@ -442,7 +443,10 @@ def time_to_searchable(
     channel = open_channel(target)
     call = export_callable(channel, LOGS_EXPORT, ExportLogsServiceResponse)
     with httpx.Client(base_url=api_url, trust_env=False, timeout=30) as client:
-        for _ in range(samples):
+        for n in range(samples):
+            if n and n % 25 == 0:
+                p50 = percentile(result.delays_ms, 50)
+                log(f"  {n}/{samples} samples, p50 so far {fmt(p50, ' ms')}")
             token = f"tts{uuid.uuid4().hex}"
             try:
                 call(probe_request(token, time.time_ns()), timeout=30)
@@ -460,9 +464,12 @@ def time_to_searchable(
                     r = client.post("/graphql", json={"query": COUNT_QUERY, "variables": variables})
                     doc = r.json()
                     total = (doc.get("data") or {}).get("logs", {}).get("total")
-                    if doc.get("errors") and not result.first_error:
-                        result.first_error = f"graphql: {doc['errors'][0].get('message')}"
+                    if doc.get("errors"):
+                        result.poll_errors += 1
+                        if not result.first_error:
+                            result.first_error = f"graphql: {doc['errors'][0].get('message')}"
                 except (httpx.HTTPError, ValueError, AttributeError) as e:
+                    result.poll_errors += 1
                     result.first_error = result.first_error or f"graphql: {e!r}"
                     total = None
                 now = time.perf_counter()
@@ -683,7 +690,10 @@ def print_table(report: dict[str, Any]) -> None:
         ("max", fmt(tts["max_ms"], " ms")),
         ("found by the first poll", f"{tts['first_poll_hits']} of {tts['found']}"),
         ("latency of the finding poll p50", fmt(tts["hit_poll_p50_ms"], " ms")),
-        ("timeouts / errors", f"{tts['timeouts']} / {tts['errors']}"),
+        (
+            "timeouts / export errors / poll errors",
+            f"{tts['timeouts']} / {tts['errors']} / {tts['poll_errors']}",
+        ),
     ]
     disk = report["disk"]
     section(f"disk (after {disk['settle_s']:.0f} s settle)")
@@ -1070,6 +1080,7 @@ def build_report(
             "polls": tts.polls,
             "first_poll_hits": tts.first_poll_hits,
             "hit_poll_p50_ms": percentile(tts.hit_poll_ms, 50),
+            "poll_errors": tts.poll_errors,
             "timeouts": tts.timeouts,
             "errors": tts.errors,
         },

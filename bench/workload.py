@@ -710,7 +710,7 @@ class Workload:
         may be smaller), with one ResourceLogs per (service, instance) in the batch, in order
         of first appearance, each with one ScopeLogs."""
         resources: dict[tuple[int, int], bytes] = {}
-        scopes = [_len_prefixed(b"\x0a", self.scope(s).SerializeToString()) for s in svc_range()]
+        scopes = [_len_prefixed(b"\x0a", self.scope(s).SerializeToString()) for s in _svc_range()]
         kv_cache: dict[tuple[str, str | int], bytes] = {}
 
         def kv(key: str, value: str | int) -> bytes:
@@ -781,8 +781,8 @@ class Workload:
             for _ in self.records():
                 pass
         svc_index = {s: i for i, s in enumerate(SERVICES)}
-        resources = [self.resource(s, None) for s in svc_range()]
-        scopes = [self.scope(s) for s in svc_range()]
+        resources = [self.resource(s, None) for s in _svc_range()]
+        scopes = [self.scope(s) for s in _svc_range()]
         groups: dict[int, list[Span]] = {}
         n = 0
         ms = 1_000_000
@@ -851,7 +851,7 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
 _SCHEMA_URL = _len_prefixed(b"\x1a", SCHEMA_URL.encode())  # ResourceLogs.schema_url
 
 
-def svc_range() -> range:
+def _svc_range() -> range:
     return range(len(SERVICES))
 
 

@@ -61,8 +61,6 @@ class Resource:
     host: str
     resource_pb: bytes  # serialized opentelemetry Resource
     scope_pb: bytes  # serialized InstrumentationScope
-    # (dotted key, serialized scalar KeyValue) per resource attribute, for indexing
-    attrs: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass

@@ -49,6 +49,8 @@ def _bind(addr: str, what: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: a response is never held back waiting for an ACK
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
@@ -118,7 +120,11 @@ class Server:
         servers = [
             _Uvicorn(
                 uvicorn.Config(
-                    http_app, log_level="warning", lifespan="off", timeout_graceful_shutdown=10
+                    http_app,
+                    log_level="warning",
+                    lifespan="off",
+                    timeout_graceful_shutdown=10,
+                    http="httptools",
                 )
             ),
             _Uvicorn(
@@ -127,7 +133,8 @@ class Server:
                     log_level="warning",
                     lifespan="off",
                     timeout_graceful_shutdown=5,
-                    ws="websockets",
+                    ws="websockets-sansio",
+                    http="httptools",
                 )
             ),
         ]

@@ -48,7 +48,7 @@ class _SegmentEval:
         return self._all
 
     def post(self, term: bytes) -> BitMap:
-        return self.store.posting(self.tenant, term, self.seg.meta.id)
+        return self.seg.posting(term)
 
     def eval(self, node: Node) -> tuple[BitMap, bool]:
         """(rows, exact): exact=False means `rows` is a superset still to be checked."""
@@ -123,12 +123,7 @@ class _SegmentEval:
             lvls = levels_matching(op, str(v))
             if not lvls:
                 return BitMap(), True
-            parts = self.store.postings(
-                self.tenant, fmt.T_LEVEL + bytes([lvls[0]]), [self.seg.meta.id]
-            )
-            for lv in lvls[1:]:
-                parts.append(self.post(fmt.T_LEVEL + bytes([lv])))
-            return BitMap.union(*parts), True
+            return BitMap.union(*(self.post(fmt.T_LEVEL + bytes([lv])) for lv in lvls)), True
         if op not in ("=", "!="):
             return self.all, False
         if f == "service":
@@ -149,11 +144,8 @@ class _SegmentEval:
                 key = f[len(prefix) :]
                 if tag + key in self.seg.unindexed:
                     return self.all, False
-                ts_ = [kind + t for t in attribute_terms(key, value_text(v))]
-                bm = BitMap.union(
-                    *self.store.postings(self.tenant, ts_[0], [self.seg.meta.id]),
-                    *(self.post(t) for t in ts_[1:]),
-                )
+                cands = [kind + t for t in attribute_terms(key, value_text(v))]
+                bm = BitMap.union(*(self.post(t) for t in cands))
                 return (bm, True) if op == "=" else (self.all - bm, True)
         return self.all, False
 
@@ -298,10 +290,12 @@ class Searcher:
         # still in snap.fresh, and its new segment is not in `segs`, so no row twice
         segs = {s.meta.id: s for s in snap.segments}
         rows: list[LogRow] = []
-        for seg_id, bm in self.store.posting_scan(self.tenant, fmt.T_TRACE + trace_id):
+        term = fmt.T_TRACE + trace_id
+        for seg_id, value in self.store.posting_scan(self.tenant, term):
             seg = segs.get(seg_id)
             if seg is None:
                 continue
+            bm = seg.decode_posting(term, value)
             rows.extend(self.segment_row(seg, r) for r in bm.to_array().tolist())
         for b in snap.fresh:
             for i, t in enumerate(b.trace_id):

@@ -42,6 +42,8 @@ def decompress_capped(body: bytes, encoding: str, cap: int) -> bytes:
             raise PayloadTooLarge(f"decompressed body exceeds the limit of {cap} bytes")
         if not d.eof:
             raise InvalidArgument(f"truncated {enc} body")
+        if d.unused_data:
+            raise InvalidArgument(f"unexpected bytes after the end of the {enc} stream")
         return out
     if enc == "zstd":
         try:

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelog.anyvalue import body_text, flatten_attributes, kv_terms
+from otelog.anyvalue import body_text, flatten_attributes
 from otelog.errors import InvalidArgument
 from otelog.model import SEVERITY_LEVELS, LogBatch, Resource, SpanBatch, level_of
 from otelog.receiver.lite import LiteLogsRequest
@@ -46,13 +46,11 @@ def _resource(resource: Any, scope: Any) -> Resource:
     if r is not None:
         return r
     d = dict(flatten_attributes(resource.attributes))
-    terms = [t for kv in resource.attributes for t in kv_terms(kv.SerializeToString())]
     r = Resource(
         service=d.get("service.name") or "unknown_service",
         host=d.get("host.name", ""),
         resource_pb=key[0],
         scope_pb=key[1],
-        attrs=tuple(terms),
     )
     if len(_RESOURCE_CACHE) >= _RESOURCE_CACHE_MAX:
         _RESOURCE_CACHE.clear()

@@ -21,7 +21,10 @@ from otelog.store.format import prefix_end
 
 class Database:
     def __init__(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise StoreFormatError(f"cannot use data dir {path!r}: {e.strerror}") from None
         if not os.access(path, os.W_OK):
             raise StoreFormatError(f"data dir {path!r} is not writable")
         opts = Options(raw_mode=True)

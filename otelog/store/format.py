@@ -7,6 +7,7 @@ Every key of tenant data starts with the tenant: `u8 len | tenant utf-8`.
 from __future__ import annotations
 
 import struct
+import threading
 
 import numpy as np
 import zstandard
@@ -41,6 +42,10 @@ COL_RESOURCES = b"RS"
 COL_TERMS = b"tm"
 COL_RECS = b"rc"  # followed by u32 block number
 
+# posting values: a portable roaring bitmap (starts with its cookie, 0x3a or 0x3b), or
+POSTING_RESOURCES = b"\x01"  # + u32le resource indexes: the rows whose `rs` is one of them
+POSTING_SAME_AS = b"\x02"  # + term: the same rows as that term's posting in this segment
+
 WAL_LOGS = 1
 BLOCK_ROWS = 1024
 
@@ -49,16 +54,22 @@ _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
 _WAL_HEADER = struct.Struct(">BQ")
 
-_cctx = zstandard.ZstdCompressor(level=3)
-_dctx = zstandard.ZstdDecompressor()
+# zstd contexts are not thread-safe: queries, the sealer and the merger each get their own
+_local = threading.local()
 
 
 def compress(data: bytes) -> bytes:
-    return _cctx.compress(data)
+    c = getattr(_local, "cctx", None)
+    if c is None:
+        c = _local.cctx = zstandard.ZstdCompressor(level=3)
+    return c.compress(data)
 
 
 def decompress(data: bytes) -> bytes:
-    return _dctx.decompress(data)
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d.decompress(data)
 
 
 def format_value() -> bytes:

@@ -21,7 +21,10 @@ from otelog.store.segment import (
     SegmentMeta,
     SegmentReader,
     bitmap_bytes,
+    encode_postings,
+    encode_resource_postings,
     encode_segment_columns,
+    resource_terms,
     rows_array,
 )
 
@@ -68,9 +71,9 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
         values = s.db.get_many(fmt.CF_POST, [fmt.posting_key(tenant, t, s.meta.id) for t in terms])
         base = offsets[k]
         for t, v in zip(terms, values, strict=True):
-            if v is None:
-                continue
-            rows = rows_array(BitMap.deserialize(v)).astype(np.int64) + base
+            if v is None or v[:1] == fmt.POSTING_RESOURCES:
+                continue  # resource-level terms are rebuilt from the merged resource table
+            rows = rows_array(s.decode_posting(t, v)).astype(np.int64) + base
             per_term.setdefault(t, []).append(inv[rows])
     # attribute keys: a key unindexed anywhere, or over budget once merged, loses postings
     distinct: dict[str, int] = {}
@@ -84,16 +87,15 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
         tag = "a:" if t[:1] == fmt.T_ATTR else "r:"
         if distinct[k] > ATTR_MAX_DISTINCT:
             unindexed.add(tag + k)
-    postings = []
-    kept_terms = []
+    values: dict[bytes, bytes] = {}
     for t, parts in per_term.items():
         k2 = key_of.get(t)
         if k2 is not None and ("a:" if t[:1] == fmt.T_ATTR else "r:") + k2 in unindexed:
             continue
         rows_u32 = (np.concatenate(parts) if len(parts) > 1 else parts[0]).astype(np.uint32)
-        bm = BitMap(array.array("I", rows_u32.tobytes()))
-        postings.append((fmt.posting_key(tenant, t, seg_id), bitmap_bytes(bm)))
-        kept_terms.append(t)
+        values[t] = bitmap_bytes(BitMap(array.array("I", rows_u32.tobytes())))
+    values.update(encode_resource_postings(resource_terms(resources)))
+    postings, kept_terms = encode_postings(tenant, seg_id, values)
 
     cols, blocks = encode_segment_columns(tenant, seg_id, ts, lid, level, res, resources, recs)
     cols.append(

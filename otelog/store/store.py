@@ -12,8 +12,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pyroaring import BitMap
-
 from otelog.model import LogBatch, SpanBatch
 from otelog.store import format as fmt
 from otelog.store.db import Database
@@ -273,21 +271,10 @@ class Store:
         with self._lock:
             return sorted(self._services.get(tenant, ()))
 
-    def posting(self, tenant: str, term: bytes, seg_id: int) -> BitMap:
-        v = self.db.get(fmt.CF_POST, fmt.posting_key(tenant, term, seg_id))
-        return BitMap.deserialize(v) if v is not None else BitMap()
-
-    def postings(self, tenant: str, term: bytes, seg_ids: list[int]) -> list[BitMap]:
-        keys = [fmt.posting_key(tenant, term, s) for s in seg_ids]
-        return [
-            BitMap.deserialize(v) if v is not None else BitMap()
-            for v in self.db.get_many(fmt.CF_POST, keys)
-        ]
-
-    def posting_scan(self, tenant: str, term: bytes) -> Iterator[tuple[int, BitMap]]:
-        """Every segment holding `term`, in segment order: one prefix scan."""
+    def posting_scan(self, tenant: str, term: bytes) -> Iterator[tuple[int, bytes]]:
+        """(segment id, posting value) of every segment holding `term`: one prefix scan."""
         for key, value in self.db.scan_prefix(fmt.CF_POST, fmt.posting_prefix(tenant, term)):
-            yield fmt.seg_id_of_posting_key(key), BitMap.deserialize(value)
+            yield fmt.seg_id_of_posting_key(key), value
 
     def trace_spans(self, tenant: str, trace_id: bytes) -> list[tuple[str, bytes, bytes, bytes]]:
         return [
