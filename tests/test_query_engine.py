@@ -815,12 +815,19 @@ def reference(case: Case, data: list[Rec], now_ns: int) -> list[Rec]:
 
 
 # The main data set: 3 segments (the first over 1000 rows, so unique attributes get no
-# postings there, and two record blocks) plus the fresh part.
-NOW = time.time_ns()
+# postings there, and two record blocks) plus the fresh part. Its timestamps hang off the
+# time the store is built (relative queries such as `2h ago` need records near now), so
+# cases are parametrized by label; the labels do not depend on the time.
 MAIN_SEED = 20240611
 MAIN_SIZES = (1050, 350, 250, 250)
-MAIN = make_dataset(MAIN_SEED, MAIN_SIZES, NOW)
-CASES = build_cases(MAIN, NOW)
+
+
+def _case_ids() -> list[str]:
+    now = time.time_ns()
+    return [c.id for c in build_cases(make_dataset(MAIN_SEED, MAIN_SIZES, now), now)]
+
+
+CASE_IDS = _case_ids()
 
 # A smaller data set for the tests that change or reopen their store.
 SMALL_SEED = 7
@@ -894,7 +901,9 @@ class Env:
     writer: Writer
     qs: QueryService
     data: list[Rec]
+    now: int
     span_trace: bytes = b""
+    cases: dict[str, Case] = field(default_factory=dict)
     span_names: list[str] = field(default_factory=list)
 
     def close(self) -> None:
@@ -909,7 +918,7 @@ def open_env(
     store = Store(str(path))
     writer = Writer(store, seal_interval_s=3600, seal_rows=10**9)
     writer.start()
-    env = Env(str(path), store, writer, QueryService(store), data)
+    env = Env(str(path), store, writer, QueryService(store), data, now_ns)
     try:
         ingest(writer, store, data, len(sizes), seed)
         if with_spans:
@@ -919,13 +928,14 @@ def open_env(
         env.close()
         raise
     assert all(r.log_id >= 0 for r in data)
+    env.cases = {c.id: c for c in build_cases(data, now_ns)}
     return env
 
 
 @pytest.fixture(scope="module")
 def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     env = open_env(
-        tmp_path_factory.mktemp("qe") / "db", MAIN_SEED, MAIN_SIZES, NOW, with_spans=True
+        tmp_path_factory.mktemp("qe") / "db", MAIN_SEED, MAIN_SIZES, time.time_ns(), with_spans=True
     )
     yield env
     env.close()
@@ -933,7 +943,7 @@ def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[Env]:
-    env = open_env(tmp_path / "db", SMALL_SEED, SMALL_SIZES, NOW)
+    env = open_env(tmp_path / "db", SMALL_SEED, SMALL_SIZES, time.time_ns())
     yield env
     env.close()
 
@@ -954,26 +964,31 @@ def test_data_set_layout(main: Env) -> None:
     # unique attributes have no postings in the big segment, but do in the small ones
     assert "a:request_id" in segs[0].meta.unindexed
     assert "a:request_id" not in segs[1].meta.unindexed
-    tss = [r.ts for r in MAIN]
+    tss = [r.ts for r in main.data]
     assert len(set(tss)) < len(tss)
-    assert len({r.body for r in MAIN}) == len(MAIN)
+    assert len({r.body for r in main.data}) == len(main.data)
 
 
 def test_table_is_meaningful() -> None:
     """Every case that should find something does, and the table covers enough."""
-    assert len(CASES) >= 30
-    assert len({c.id for c in CASES}) == len(CASES)
-    for case in CASES:
-        n = len(reference(case, MAIN, NOW))
+    now = time.time_ns()
+    data = make_dataset(MAIN_SEED, MAIN_SIZES, now)
+    cases = build_cases(data, now)
+    assert [c.id for c in cases] == CASE_IDS
+    assert len(cases) >= 30
+    assert len(set(CASE_IDS)) == len(CASE_IDS)
+    for case in cases:
+        n = len(reference(case, data, now))
         if case.expect_empty:
             assert n == 0, case.id
         else:
             assert n > 0, case.id
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_query_matches_reference(main: Env, case: Case) -> None:
-    ref = reference(case, main.data, NOW)
+@pytest.mark.parametrize("case_id", CASE_IDS, ids=CASE_IDS)
+def test_query_matches_reference(main: Env, case_id: str) -> None:
+    case = main.cases[case_id]
+    ref = reference(case, main.data, main.now)
     ref_bodies = [r.body for r in ref]
 
     first = main.qs.logs(case.request(50))
@@ -1039,9 +1054,9 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def test_same_results_after_seal_and_after_reopen(tmp_path: Path) -> None:
-    env = open_env(tmp_path / "db", SMALL_SEED, SMALL_SIZES, NOW)
+    env = open_env(tmp_path / "db", SMALL_SEED, SMALL_SIZES, time.time_ns())
     try:
-        cases = build_cases(env.data, NOW)
+        cases = build_cases(env.data, env.now)
         before = _results(env.qs, cases)
         assert env.store.seal() == SMALL_SIZES[-1]
         assert env.store.fresh_stats()[0] == 0
@@ -1058,15 +1073,36 @@ def test_same_results_after_seal_and_after_reopen(tmp_path: Path) -> None:
         store.close()
 
 
+def test_same_results_after_merging_segments(tmp_path: Path) -> None:
+    """Merged segments (remapped postings) answer every query as their inputs did."""
+    env = open_env(tmp_path / "db", SMALL_SEED, SMALL_SIZES, time.time_ns())
+    try:
+        env.store.seal()
+        cases = list(env.cases.values())
+        before = _results(env.qs, cases)
+        merged = 0
+        while n := env.store.merge_once(small_rows=10**6, fanin=2, grace_s=0):
+            merged += n
+        assert merged >= sum(SMALL_SIZES)
+        assert len(env.store.snapshot(TENANT).segments) == 1
+        diffs = _differences(before, _results(env.qs, cases))
+        assert not diffs, "after merge: " + "; ".join(diffs)
+        env.store.collect_garbage(force=True)
+        diffs = _differences(before, _results(env.qs, cases))
+        assert not diffs, "after merge and garbage collection: " + "; ".join(diffs)
+    finally:
+        env.close()
+
+
 def test_pagination_is_gap_free_while_records_arrive(small: Env) -> None:
     """New records between pages: no row twice, every record that existed is seen, a
     record newer than the cursor never shows, and one sealed mid-walk changes nothing."""
     rng = random.Random(99)
     late_no = 0
-    cases = {c.query: c for c in build_cases(small.data, NOW)}
+    cases = {c.query: c for c in build_cases(small.data, small.now)}
     for query in ("", "level>=WARN", 'timeout OR "connection reset"'):
         case = cases[query]
-        existing = reference(case, small.data, NOW)
+        existing = reference(case, small.data, small.now)
         inserted: list[tuple[Rec, tuple[int, int]]] = []  # record, cursor when it came
         rows: list[LogRow] = []
         token: str | None = None
@@ -1082,7 +1118,7 @@ def test_pagination_is_gap_free_while_records_arrive(small: Env) -> None:
             batch = []
             # newer than everything; exactly at the cursor's time (a newer log id); older
             for ts in (
-                NOW - 2 * MIN - rng.randrange(MIN),
+                small.now - 2 * MIN - rng.randrange(MIN),
                 cursor[0],
                 cursor[0] - rng.randrange(1, H),
             ):
@@ -1146,8 +1182,9 @@ def crash_child(db_path: str, now_ns: int, out_path: str) -> None:
 
 def test_unsealed_records_survive_a_crash(tmp_path: Path) -> None:
     db, out = tmp_path / "db", tmp_path / "results.json"
+    now = time.time_ns()
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, __file__, str(db), str(NOW), str(out)],
+        [sys.executable, "-c", _CHILD, __file__, str(db), str(now), str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -1155,7 +1192,7 @@ def test_unsealed_records_survive_a_crash(tmp_path: Path) -> None:
     assert proc.returncode == 0 and out.exists(), proc.stderr[-4000:]
     saved = json.loads(out.read_text())
     assert saved["fresh"] == SMALL_SIZES[-1]
-    cases = build_cases(make_dataset(SMALL_SEED, SMALL_SIZES, NOW), NOW)
+    cases = build_cases(make_dataset(SMALL_SEED, SMALL_SIZES, now), now)
 
     server = Server(Config(data_dir=str(db)))
     server.open_store()

@@ -16,7 +16,7 @@ from otelog.query.match import Matcher, compile_matcher, value_text
 from otelog.query.plan import TimeWindow, levels_matching, time_window
 from otelog.query.rows import LogRow, ResourceCache, row_from_batch, row_from_record
 from otelog.store import format as fmt
-from otelog.store.segment import SegmentReader, rows_array
+from otelog.store.segment import SegmentReader, bitmap_of, rows_array
 from otelog.store.store import Store
 from otelog.store.tokens import is_indexed_token, word_tokens
 
@@ -50,15 +50,20 @@ class _SegmentEval:
     def post(self, term: bytes) -> BitMap:
         return self.seg.posting(term)
 
-    def eval(self, node: Node) -> tuple[BitMap, bool]:
-        """(rows, exact): exact=False means `rows` is a superset still to be checked."""
+    def eval(self, node: Node, within: BitMap | None = None) -> tuple[BitMap, bool]:
+        """(rows, exact): exact=False means `rows` is a superset still to be checked.
+
+        `within` is a superset of the rows that can matter (from sibling predicates);
+        only costly scans use it, to read fewer blocks.
+        """
         if isinstance(node, MatchAll):
             return self.all, True
         if isinstance(node, And):
-            acc: BitMap | None = None
+            acc: BitMap | None = within
             exact = True
-            for child in node.children:
-                bm, ex = self.eval(child)
+            # postings first, scans last: a scan then reads only blocks still in play
+            for child in sorted(node.children, key=lambda c: isinstance(c, Text)):
+                bm, ex = self.eval(child, acc)
                 acc = bm if acc is None else acc & bm
                 exact = exact and ex
                 if not acc:
@@ -73,11 +78,11 @@ class _SegmentEval:
                 return self.all - bm, True
             return self.all, False
         if isinstance(node, Text):
-            return self._text(node)
+            return self._text(node, within)
         assert isinstance(node, Compare)
         return self._compare(node)
 
-    def _text(self, node: Text) -> tuple[BitMap, bool]:
+    def _text(self, node: Text, within: BitMap | None) -> tuple[BitMap, bool]:
         word = node.text.lower()
         if not node.phrase and is_indexed_token(word):
             return self.post(fmt.T_WORD + word.encode()), True
@@ -85,12 +90,36 @@ class _SegmentEval:
         # the first and last run may be parts of longer words in the body, so skip them
         toks = word_tokens(word)
         inner = toks[1:-1] if not _starts_ends_clean(word) else toks
-        if not inner:
-            return self.all, False
-        acc = self.post(fmt.T_WORD + inner[0].encode())
-        for t in inner[1:]:
-            acc &= self.post(fmt.T_WORD + t.encode())
-        return acc, False
+        acc = within
+        for t in inner:
+            p = self.post(fmt.T_WORD + t.encode())
+            acc = p if acc is None else acc & p
+        return self._scan_records(word.encode(), acc), False
+
+    def _scan_records(self, needle: bytes, within: BitMap | None) -> BitMap:
+        """Rows whose serialized record contains `needle` (ASCII-case-insensitive): a
+        superset of the rows whose body does, found with C-speed `bytes.find` per block.
+        """
+        if not needle.isascii():
+            return self.all if within is None else within
+        if within is None:
+            blocks = range(self.seg.meta.blocks)
+        else:
+            if not within:
+                return BitMap()
+            blocks = np.unique(rows_array(within) // fmt.BLOCK_ROWS).tolist()
+        hits: list[int] = []
+        for blk in blocks:
+            offsets, payload = self.seg.block_payload(blk)
+            low = payload.lower()
+            base = blk * fmt.BLOCK_ROWS
+            pos = low.find(needle)
+            while pos != -1:
+                row = int(np.searchsorted(offsets, pos, "right")) - 1
+                hits.append(base + row)
+                pos = low.find(needle, int(offsets[row + 1]))
+        bm = BitMap(hits)
+        return bm if within is None else bm & within
 
     def _eq_or_ne(self, op: str, term: bytes) -> tuple[BitMap, bool]:
         bm = self.post(term)
@@ -126,10 +155,13 @@ class _SegmentEval:
             return BitMap.union(*(self.post(fmt.T_LEVEL + bytes([lv])) for lv in lvls)), True
         if op not in ("=", "!="):
             return self.all, False
-        if f == "service":
-            return self._eq_or_ne(op, fmt.term(fmt.T_SERVICE, str(v)))
-        if f == "host":
-            return self._eq_or_ne(op, fmt.term(fmt.T_HOST, str(v)))
+        if f in ("service", "host"):
+            # straight from the segment's resource table: exact for every value, "" included
+            col = 0 if f == "service" else 1
+            want = str(v)
+            idx = [i for i, r in enumerate(self.seg.resources) if r[col] == want]
+            bm = bitmap_of(np.flatnonzero(np.isin(self.seg.res, idx))) if idx else BitMap()
+            return (bm, True) if op == "=" else (self.all - bm, True)
         if f == "trace_id":
             try:
                 tid = bytes.fromhex(str(v))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from otelog.model import LEVEL_NAMES
 from otelog.query.ast import And, Compare, MatchAll, Node, Not, Or, Text, TimeRef
 from otelog.query.rows import LogRow
-from otelog.store.tokens import indexed_tokens, is_indexed_token
+from otelog.store.tokens import is_letter_word, letter_runs
 
 Matcher = Callable[[LogRow], bool]
 
@@ -52,6 +52,12 @@ def _compare_text(op: str, have: str | None, want: object) -> bool:
         return eq if op == "=" else not eq
     if have is None:
         return False
+    if isinstance(want, int) and not isinstance(want, bool):
+        # int64 values (ns timestamps, ids) lose precision as floats: compare as ints
+        try:
+            return _cmp(op, int(have), want)
+        except ValueError:
+            pass
     if isinstance(want, (int, float)) and not isinstance(want, bool):
         h = _num(have)
         return h is not None and _cmp(op, h, float(want))
@@ -65,8 +71,8 @@ def phrase_matches(phrase: str, body: str) -> bool:
 def word_matches(word: str, body: str) -> bool:
     """A letters-only word matches as a whole run of letters; anything else as a substring."""
     w = word.lower()
-    if is_indexed_token(w):
-        return w in indexed_tokens(body)
+    if is_letter_word(w):
+        return w in letter_runs(body)
     return w in body.lower()
 
 

@@ -254,6 +254,13 @@ def decode_blobs(data: bytes) -> list[bytes]:
     return [bytes(mv[base + offsets[i] : base + offsets[i + 1]]) for i in range(n)]
 
 
+def blob_payload(data: bytes) -> tuple[np.ndarray, bytes]:
+    """(offsets[count+1], concatenated bytes) of `blobs`: lets a scan search all at once."""
+    n = _U32.unpack_from(data, 0)[0]
+    offsets = np.frombuffer(data, dtype="<u4", count=n + 1, offset=4).astype(np.int64)
+    return offsets, data[4 + 4 * (n + 1) :]
+
+
 def encode_resources(items: list[tuple[str, str, bytes, bytes]]) -> bytes:
     flat: list[bytes] = []
     for service, host, resource_pb, scope_pb in items:

@@ -324,6 +324,15 @@ class SegmentReader:
                 self._blocks.popitem(last=False)
         return recs
 
+    def block_payload(self, blk: int) -> tuple[np.ndarray, bytes]:
+        """A block's record offsets and concatenated records, for byte-level scans."""
+        raw = self.db.get(
+            fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, fmt.COL_RECS, blk)
+        )
+        if raw is None:
+            raise KeyError(f"segment {self.meta.id:x} lost block {blk}")
+        return fmt.blob_payload(fmt.decompress(raw))
+
     def recs(self, rows: list[int]) -> list[bytes]:
         out = []
         for r in rows:

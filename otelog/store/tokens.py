@@ -26,6 +26,16 @@ def is_indexed_token(word: str) -> bool:
     return MIN_LEN <= len(word) <= MAX_LEN and _LETTERS.fullmatch(word) is not None
 
 
+def is_letter_word(word: str) -> bool:
+    """A letters-only word query matches whole letter runs; other text is a substring."""
+    return _LETTERS.fullmatch(word) is not None
+
+
+def letter_runs(text: str) -> set[str]:
+    """Every letter run of `text`, lower-cased, whatever its length."""
+    return set(_LETTERS.findall(text.lower()))
+
+
 def word_tokens(text: str) -> list[str]:
     """The indexed tokens a word or phrase query needs (a prefilter for substring matches)."""
     return indexed_tokens(text)
