@@ -381,10 +381,10 @@ def _snapshot(path: Path) -> Any:
     names = sorted(Rdict.list_cf(str(path), Options(raw_mode=True)))
     db = Rdict(str(path), options=Options(raw_mode=True))
     try:
-        out: dict[str, list[tuple[bytes, bytes]]] = {}
+        out: dict[str, list[tuple[Any, Any]]] = {}
         for name in names:
             cf = db.get_column_family(name)
-            out[name] = list(cf.items())
+            out[name] = [(k, v) for k, v in cf.items()]
             del cf
         return out
     finally:

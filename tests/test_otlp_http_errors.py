@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -140,9 +140,9 @@ def raw_logs_request(service: str, log_record: bytes) -> bytes:
 
 def record_prefix(body: str) -> bytes:
     """A LogRecord's bytes (timestamp, severity, body) that raw fields can be appended to."""
-    return LogRecord(
-        time_unix_nano=time.time_ns(), severity_number=9, body=AnyValue(string_value=body)
-    ).SerializeToString()
+    rec = LogRecord(time_unix_nano=time.time_ns(), body=AnyValue(string_value=body))
+    rec.severity_number = SeverityNumber.SEVERITY_NUMBER_INFO
+    return bytes(rec.SerializeToString())
 
 
 def nested_kvlist_any_value(depth: int) -> bytes:
@@ -359,7 +359,7 @@ def test_empty_export_is_accepted(server: OtelogProcess, content_type: str) -> N
 
 
 def _big_request(service: str, size: int) -> bytes:
-    return logs_request(service, ["x" * size]).SerializeToString()
+    return bytes(logs_request(service, ["x" * size]).SerializeToString())
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

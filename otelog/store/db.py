@@ -33,11 +33,16 @@ class Database:
         opts.set_compression_type(DBCompressionType.lz4())
         opts.set_bottommost_compression_type(DBCompressionType.zstd())
         opts.increase_parallelism(2)
+        # RocksDB keeps its log until every column family flushed what it covers; bound it
+        # so the raw requests of the `wal` family do not linger on disk
+        opts.set_max_total_wal_size(64 << 20)
         cfs = {}
         for name in fmt.COLUMN_FAMILIES:
             o = Options(raw_mode=True)
             o.set_compression_type(DBCompressionType.lz4())
             o.set_bottommost_compression_type(DBCompressionType.zstd())
+            if name in (fmt.CF_COLS, fmt.CF_POST, fmt.CF_SPANS):
+                o.set_write_buffer_size(32 << 20)
             cfs[name] = o
         existing = set()
         if os.path.exists(os.path.join(path, "CURRENT")):
