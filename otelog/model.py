@@ -77,6 +77,7 @@ class LogBatch:
     attrs: list[list[bytes]] = field(default_factory=list)
     rec: list[bytes] = field(default_factory=list)  # the LogRecord, serialized, lossless
     log_id: list[int] = field(default_factory=list)  # wal_seq << 24 | index
+    structured: list[int] = field(default_factory=list)  # rows whose body is not a string
     resources: list[Resource] = field(default_factory=list)
 
     def __len__(self) -> int:

@@ -122,6 +122,9 @@ class Rec:
     span_id: bytes
     attrs: dict[str, AttrValue]
     log_id: int = -1  # assigned by the writer at ingestion
+    # a structured (map) body instead of a string; `body` is then its compact JSON, the
+    # text otelog shows and searches
+    body_map: dict[str, Scalar] | None = None
 
     @property
     def resource(self) -> Res:
@@ -173,13 +176,13 @@ def _offset(rng: random.Random) -> int:
 PEERS = ("auth-svc", "db-1", "cache-7")
 CITIES = ("Lisbon", "Oslo", "Quito", "Kyoto")
 NAMES = ("Zoë", "Ana", "Björn")
-CITY_UIDS = (*range(1200, 1260), 12345, 12346)
+USER_IDS = (*range(1200, 1260), 12345, 12346)
 
 
 def _body(rng: random.Random, i: int) -> str:
     tag = f"#{i:05d}"
     t = rng.randrange(17)
-    uid = rng.choice(CITY_UIDS)
+    uid = rng.choice(USER_IDS)
     n = rng.randrange(1, 999)
     if t == 0:
         return f"{tag} Timeout: upstream {rng.choice(PEERS)} did not answer"
@@ -266,6 +269,7 @@ def make_dataset(seed: int, sizes: tuple[int, ...], now_ns: int) -> list[Rec]:
     chunk_of = [c for c, size in enumerate(sizes) for _ in range(size)]
     rng.shuffle(chunk_of)
     traces = [rng.randbytes(16) for _ in range(25)]
+    shape_rng = random.Random(seed + 1)
     recs: list[Rec] = []
     for i in range(n):
         tie = recs and rng.random() < 0.04
@@ -300,6 +304,15 @@ def make_dataset(seed: int, sizes: tuple[int, ...], now_ns: int) -> list[Rec]:
                 attrs=_attributes(rng, i, ts),
             )
         )
+        if shape_rng.random() < 0.04:
+            rec = recs[-1]
+            rec.body_map = {
+                "event": shape_rng.choice(("login", "logout")),
+                "id": f"#{i:05d}",
+                "code": shape_rng.choice((201, 503)),
+                "ratio": 0.75,
+            }
+            rec.body = json.dumps(rec.body_map, separators=(",", ":"))
     return recs
 
 
@@ -330,7 +343,7 @@ def log_record(r: Rec) -> LogRecord:
         observed_time_unix_nano=r.ts,
         severity_number=r.sev_number,  # type: ignore[arg-type]
         severity_text=r.sev_text,
-        body=AnyValue(string_value=r.body),
+        body=any_value(r.body_map) if r.body_map else AnyValue(string_value=r.body),
         trace_id=r.trace_id,
         span_id=r.span_id,
         attributes=key_values(r.attrs),
@@ -545,7 +558,7 @@ def build_cases(data: list[Rec], now_ns: int) -> list[Case]:
     rid_first = str(by_chunk[0][len(by_chunk[0]) // 2].attrs["request_id"])
     rid_mid = str(by_chunk[1][3].attrs["request_id"])
     rid_fresh = str(by_chunk[-1][5].attrs["request_id"])
-    exact_body = by_chunk[-1][7].body
+    exact_body = next(r.body for r in by_chunk[-1][7:] if r.body_map is None)
     ts_counts = Counter(r.ts for r in data)
     times = sorted(ts_counts)
     ties = sorted(t for t, k in ts_counts.items() if k > 1)
@@ -675,6 +688,9 @@ def build_cases(data: list[Rec], now_ns: int) -> list[Case]:
         c("x", lambda r: word(r, "x")),
         c("u-1234", lambda r: word(r, "u-1234")),
         c("500", lambda r: word(r, "500")),
+        c("503", lambda r: word(r, "503")),
+        c("503 AND service=api", lambda r: word(r, "503") and r.service == "api"),
+        c('"logout"', lambda r: phrase(r, "logout")),
         c("timeout42", lambda r: word(r, "timeout42")),
         c("café", lambda r: word(r, "café")),
         c("/api/v1/items/", lambda r: word(r, "/api/v1/items/")),

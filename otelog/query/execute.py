@@ -118,7 +118,8 @@ class _SegmentEval:
                 row = int(np.searchsorted(offsets, pos, "right")) - 1
                 hits.append(base + row)
                 pos = low.find(needle, int(offsets[row + 1]))
-        bm = BitMap(hits)
+        # a map or number body's text is rendered JSON, not in the bytes: always a candidate
+        bm = BitMap(hits) | self.post(fmt.T_STRUCTURED)
         return bm if within is None else bm & within
 
     def _eq_or_ne(self, op: str, term: bytes) -> tuple[BitMap, bool]:

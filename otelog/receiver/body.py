@@ -46,20 +46,34 @@ def decompress_capped(body: bytes, encoding: str, cap: int) -> bytes:
             raise InvalidArgument(f"unexpected bytes after the end of the {enc} stream")
         return out
     if enc == "zstd":
-        try:
-            reader = zstandard.ZstdDecompressor().stream_reader(body)
-            parts: list[bytes] = []
-            n = 0
-            while n <= cap:
-                chunk = reader.read(min(1 << 20, cap + 1 - n))
-                if not chunk:
-                    break
-                parts.append(chunk)
-                n += len(chunk)
-            out = b"".join(parts)
-        except zstandard.ZstdError as e:
-            raise InvalidArgument(f"invalid zstd body: {e}") from None
-        if len(out) > cap:
-            raise PayloadTooLarge(f"decompressed body exceeds the limit of {cap} bytes")
-        return out
+        return _zstd_capped(body, cap)
     raise InvalidArgument(f"unsupported Content-Encoding {encoding!r} (use gzip, zstd or none)")
+
+
+def _zstd_capped(body: bytes, cap: int) -> bytes:
+    """Every zstd frame of `body`, refusing output past `cap` and truncated frames.
+
+    Input is fed in 1 KiB steps so one step cannot expand beyond ~45 MB (zstd's worst
+    case ratio) before the cap is checked.
+    """
+    parts: list[bytes] = []
+    n = 0
+    data = memoryview(body)
+    try:
+        while len(data):
+            d = zstandard.ZstdDecompressor().decompressobj()
+            pos = 0
+            while pos < len(data) and not d.eof:
+                out = d.decompress(data[pos : pos + 1024])
+                pos += 1024
+                n += len(out)
+                if n > cap:
+                    raise PayloadTooLarge(f"decompressed body exceeds the limit of {cap} bytes")
+                parts.append(out)
+            if not d.eof:
+                raise InvalidArgument("truncated zstd body")
+            rest = d.unused_data + bytes(data[pos:]) if pos < len(data) else d.unused_data
+            data = memoryview(rest)
+    except zstandard.ZstdError as e:
+        raise InvalidArgument(f"invalid zstd body: {e}") from None
+    return b"".join(parts)

@@ -8,11 +8,11 @@ LogRecord, so nothing the client sent is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePb
 
 from otelog.anyvalue import body_text, flatten_attributes
 from otelog.errors import InvalidArgument
@@ -39,18 +39,18 @@ _RESOURCE_CACHE: dict[tuple[bytes, bytes], Resource] = {}
 _RESOURCE_CACHE_MAX = 4096
 
 
-def _resource(resource: Any, scope: Any) -> Resource:
+def _resource(resource_pb: bytes, scope_pb: bytes) -> Resource:
     """Decoded once per distinct (resource, scope): SDKs resend the same ones every request."""
-    key = (resource.SerializeToString(), scope.SerializeToString())
+    key = (resource_pb, scope_pb)
     r = _RESOURCE_CACHE.get(key)
     if r is not None:
         return r
-    d = dict(flatten_attributes(resource.attributes))
+    d = dict(flatten_attributes(ResourcePb.FromString(resource_pb).attributes))
     r = Resource(
         service=d.get("service.name") or "unknown_service",
         host=d.get("host.name", ""),
-        resource_pb=key[0],
-        scope_pb=key[1],
+        resource_pb=resource_pb,
+        scope_pb=scope_pb,
     )
     if len(_RESOURCE_CACHE) >= _RESOURCE_CACHE_MAX:
         _RESOURCE_CACHE.clear()
@@ -120,7 +120,11 @@ def decode_logs(
                 sid_col.append(sid)
                 body = lr.body
                 text = body.string_value
-                body_col.append(text if text else body_text(body))
+                if not text and body.WhichOneof("value") != "string_value":
+                    text = body_text(body)
+                    if body.WhichOneof("value") is not None:
+                        b.structured.append(len(body_col))
+                body_col.append(text)
                 attr_col.append(list(lr.attributes))
                 rec_col.append(lr.SerializeToString())
     if len(b) > MAX_RECORDS_PER_REQUEST:
@@ -143,7 +147,7 @@ def decode_spans(
         for ss in rs.scope_spans:
             if not ss.spans:
                 continue
-            res = _resource(rs.resource, ss.scope)
+            res = _resource(rs.resource.SerializeToString(), ss.scope.SerializeToString())
             resources.append(res)
             for sp in ss.spans:
                 if len(sp.trace_id) != 16 or len(sp.span_id) != 8:

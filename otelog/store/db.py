@@ -50,6 +50,10 @@ class Database:
                 existing = set(Rdict.list_cf(path, Options(raw_mode=True)))
             except Exception as e:
                 raise StoreFormatError(f"data dir {path!r} is not an otelog store: {e}") from e
+            if fmt.CF_META not in existing:
+                raise StoreFormatError(
+                    f"data dir {path!r} holds a RocksDB database that is not an otelog store"
+                )
             unknown = existing - set(fmt.COLUMN_FAMILIES) - {"default"}
             if unknown:
                 raise StoreFormatError(
@@ -73,9 +77,12 @@ class Database:
         meta = self.cf[fmt.CF_META]
         have = meta.get(fmt.FORMAT_KEY)
         if have is None:
-            # rocksdict iterates items, not keys, so keys() is meant
-            if not fresh and any(True for _ in meta.keys()):  # noqa: SIM118
-                raise StoreFormatError(f"data dir {self.path!r} has data but no format marker")
+            if not fresh:
+                # a RocksDB database we did not create: never write into someone's data
+                raise StoreFormatError(
+                    f"data dir {self.path!r} holds a RocksDB database that is not an otelog "
+                    "store (no format marker)"
+                )
             meta.put(fmt.FORMAT_KEY, fmt.format_value(), self._sync)
             return
         if have != fmt.format_value():

@@ -32,6 +32,7 @@ T_TRACE = b"t"
 T_ATTR = b"a"
 T_RES = b"r"
 T_WORD = b"w"
+T_STRUCTURED = b"b"  # rows whose body is not a string (no value after the kind)
 
 # column names inside a segment
 COL_TS = b"ts"

@@ -21,7 +21,7 @@ from pyroaring import BitMap
 from otelog.anyvalue import kv_terms
 from otelog.model import LogBatch
 from otelog.store import format as fmt
-from otelog.store.tokens import indexed_tokens
+from otelog.store.tokens import MAX_LEN, MIN_LEN, raw_tokens
 
 if TYPE_CHECKING:
     from otelog.store.db import Database
@@ -184,6 +184,8 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
     order = np.lexsort((lid, ts))
     ts, lid, level, res = ts[order], lid[order], level[order], res[order]
     order_l = order.tolist()
+    inv_order = np.empty_like(order)
+    inv_order[order] = np.arange(len(order))
     recs_all = [r for b in batches for r in b.rec]
     bodies_all = [x for b in batches for x in b.body]
     tids_all = [x for b in batches for x in b.trace_id]
@@ -210,14 +212,20 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
         tid = tids_all[src]
         if tid:
             trace_rows.setdefault(tid, []).append(i)
-        for tok in set(indexed_tokens(bodies_all[src])):
+        for tok in set(raw_tokens(bodies_all[src])):
             word_rows.setdefault(tok, []).append(i)
         for kv in attrs_all[src]:
             kv_rows.setdefault(kv, []).append(i)
     for tid, rws in trace_rows.items():
         terms[fmt.T_TRACE + tid] = rws
     for tok, rws in word_rows.items():
-        terms[fmt.T_WORD + tok.encode()] = rws
+        if MIN_LEN <= len(tok) <= MAX_LEN:
+            terms[fmt.T_WORD + tok.encode()] = rws
+    # rows whose body is a map, list or number: byte-level scans cannot see their text
+    offsets = np.cumsum([0] + [len(b) for b in batches])
+    structured = [int(offsets[k]) + r for k, b in enumerate(batches) for r in b.structured]
+    if structured:
+        terms[fmt.T_STRUCTURED] = np.sort(inv_order[np.asarray(structured, dtype=np.int64)])
     # group the distinct serialized attributes by key; a key over budget gets no postings
     by_key: dict[str, dict[bytes, list[int]]] = {}
     for kv, rws in kv_rows.items():

@@ -236,23 +236,25 @@ class Store:
         with self._lock:
             due = [g for g in self._garbage if force or g[0] <= now]
             self._garbage = [g for g in self._garbage if g not in due]
-        n = 0
-        for _, segs in due:
-            for s in segs:
-                self._delete_segment_data(s, _gc_key(s.meta))
-                n += 1
-        if n:
-            self.compact_deleted()
-        return n
+        gone = [s for _, segs in due for s in segs]
+        for s in gone:
+            self._delete_segment_data(s, _gc_key(s.meta))
+        if gone:
+            self.compact_deleted(gone)
+        return len(gone)
 
-    def compact_deleted(self) -> None:
+    def compact_deleted(self, segments: list[SegmentReader]) -> None:
         """Have RocksDB drop deleted data now rather than whenever its levels fill up.
 
         Compaction runs in RocksDB's threads without the GIL; merged-away segments and
         sealed WAL entries are most of what it removes.
         """
-        for cf in (fmt.CF_WAL, fmt.CF_COLS, fmt.CF_POST):
-            self.db.compact(cf)
+        for s in segments:
+            lo = fmt.segment_columns_prefix(s.meta.tenant, s.meta.id)
+            self.db.compact(fmt.CF_COLS, lo, fmt.prefix_end(lo))
+        # postings are keyed term-first, so a segment's are spread over the whole family
+        self.db.compact(fmt.CF_POST)
+        self.db.compact(fmt.CF_WAL)
 
     def _delete_segment_data(self, seg: SegmentReader, gc_key: bytes) -> None:
         posts, lo, hi = segment_keys(seg)

@@ -21,6 +21,12 @@ def indexed_tokens(text: str) -> list[str]:
     return [t for t in _LETTERS.findall(text.lower()) if MIN_LEN <= len(t) <= MAX_LEN]
 
 
+def raw_tokens(text: str) -> list[str]:
+    """Every letter run of `text`; the caller drops runs outside [MIN_LEN, MAX_LEN]
+    once per distinct token instead of once per occurrence (the hot path of sealing)."""
+    return _LETTERS.findall(text.lower())
+
+
 def is_indexed_token(word: str) -> bool:
     """True when `word` (lower-cased) is itself one token: a letters-only word query."""
     return MIN_LEN <= len(word) <= MAX_LEN and _LETTERS.fullmatch(word) is not None
