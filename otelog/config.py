@@ -26,6 +26,7 @@ class Config:
     # queries
     query_max_limit: int = 1000
     query_timeout_seconds: float = 30.0
+    scan_cache_bytes: int = 256 << 20
     log_level: str = "info"
 
 
@@ -43,6 +44,7 @@ _HELP = {
     "seal_rows": "rows that seal a segment early",
     "query_max_limit": "largest page a query may ask for",
     "query_timeout_seconds": "queries running longer are stopped with an error",
+    "scan_cache_bytes": "memory for decompressed blocks that full-text scans reuse",
     "log_level": "debug, info, warning, error",
 }
 

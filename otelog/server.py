@@ -71,7 +71,7 @@ class Server:
 
     def open_store(self) -> None:
         c = self.config
-        self.store = Store(c.data_dir)
+        self.store = Store(c.data_dir, scan_cache_bytes=c.scan_cache_bytes)
         self.writer = Writer(
             self.store,
             max_pending_bytes=c.max_pending_bytes,

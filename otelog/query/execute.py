@@ -110,8 +110,7 @@ class _SegmentEval:
             blocks = np.unique(rows_array(within) // fmt.BLOCK_ROWS).tolist()
         hits: list[int] = []
         for blk in blocks:
-            offsets, payload = self.seg.block_payload(blk)
-            low = payload.lower()
+            offsets, low = self.seg.scan_block(blk, self.store.scan_cache)
             base = blk * fmt.BLOCK_ROWS
             pos = low.find(needle)
             while pos != -1:

@@ -57,6 +57,8 @@ class PageRequest:
     page_token: str | None = None
 
 
+MAX_QUERY_CHARS = 16_384
+
 _KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
@@ -70,6 +72,8 @@ class QueryService:
         return Searcher(self.store, tenant)
 
     def compile(self, query: str) -> Node:
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidArgument(f"query is longer than {MAX_QUERY_CHARS} characters")
         return parse(query)
 
     def window(

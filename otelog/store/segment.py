@@ -21,6 +21,7 @@ from pyroaring import BitMap
 from otelog.anyvalue import kv_terms
 from otelog.model import LogBatch
 from otelog.store import format as fmt
+from otelog.store.scan_cache import ScanBlock, ScanCache
 from otelog.store.tokens import MAX_LEN, MIN_LEN, raw_tokens
 
 if TYPE_CHECKING:
@@ -332,14 +333,21 @@ class SegmentReader:
                 self._blocks.popitem(last=False)
         return recs
 
-    def block_payload(self, blk: int) -> tuple[np.ndarray, bytes]:
-        """A block's record offsets and concatenated records, for byte-level scans."""
+    def scan_block(self, blk: int, cache: ScanCache | None = None) -> ScanBlock:
+        """A block's record offsets and lower-cased concatenated records, for scans."""
+        item = cache.get(self.meta.id, blk) if cache is not None else None
+        if item is not None:
+            return item
         raw = self.db.get(
             fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, fmt.COL_RECS, blk)
         )
         if raw is None:
             raise KeyError(f"segment {self.meta.id:x} lost block {blk}")
-        return fmt.blob_payload(fmt.decompress(raw))
+        offsets, payload = fmt.blob_payload(fmt.decompress(raw))
+        item = (offsets, payload.lower())
+        if cache is not None:
+            cache.put(self.meta.id, blk, item)
+        return item
 
     def recs(self, rows: list[int]) -> list[bytes]:
         out = []

@@ -17,6 +17,7 @@ from otelog.store import format as fmt
 from otelog.store.db import Database
 from otelog.store.memtable import Memtable
 from otelog.store.merge import merge_segments, pick_merge, segment_keys
+from otelog.store.scan_cache import ScanCache
 from otelog.store.segment import SegmentMeta, SegmentReader, build_segment
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ class Snapshot:
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, scan_cache_bytes: int = 256 << 20) -> None:
         self.db = Database(path)
+        self.scan_cache = ScanCache(scan_cache_bytes)
         self._lock = threading.RLock()
         self._seal_lock = threading.Lock()
         self._segments: dict[str, dict[int, SegmentReader]] = {}
