@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from graphql import GraphQLError
 from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.query.rows import LogRow
 from otelog.query.service import PageRequest, QueryService, SpanRow, TraceResult
