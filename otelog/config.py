@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,6 +24,7 @@ class Config:
     max_pending_bytes: int = 256 << 20
     seal_interval_seconds: float = 0.5
     seal_rows: int = 100_000
+    seal_in_worker: bool = True
     # queries
     query_max_limit: int = 1000
     query_timeout_seconds: float = 30.0
@@ -42,11 +44,25 @@ _HELP = {
     "max_pending_bytes": "bytes of requests waiting for commit before clients are refused",
     "seal_interval_seconds": "seconds before fresh records are sealed into a segment",
     "seal_rows": "rows that seal a segment early",
+    "seal_in_worker": "build segments in a worker process (uses a second core)",
     "query_max_limit": "largest page a query may ask for",
     "query_timeout_seconds": "queries running longer are stopped with an error",
     "scan_cache_bytes": "memory for decompressed blocks that full-text scans reuse",
     "log_level": "debug, info, warning, error",
 }
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _converter(default: object) -> Callable[[str], Any]:
+    return _parse_bool if isinstance(default, bool) else type(default)
 
 
 def env_name(field_name: str) -> str:
@@ -59,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
-            type=type(f.default),
+            type=_converter(f.default),
             help=f"{_HELP.get(f.name, '')} (env {env_name(f.name)}, default {f.default})",
         )
 
@@ -72,7 +88,7 @@ def from_sources(args: argparse.Namespace | None, env: dict[str, str] | None = N
         v = getattr(args, f.name, None) if args is not None else None
         if v is None and env_name(f.name) in env:
             try:
-                v = type(f.default)(env[env_name(f.name)])
+                v = _converter(f.default)(env[env_name(f.name)])
             except ValueError as e:
                 raise SystemExit(f"otelog: {env_name(f.name)}: {e}") from None
         if v is not None:

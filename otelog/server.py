@@ -24,6 +24,7 @@ from otelog.query.service import QueryService
 from otelog.receiver import otlp_grpc, otlp_http
 from otelog.receiver.decode import DecodeLimits, decode_logs
 from otelog.receiver.handler import OtlpHandler
+from otelog.sealer import ProcessSegmentBuilder
 from otelog.store import format as fmt
 from otelog.store.store import Store
 
@@ -66,12 +67,16 @@ class Server:
         self.config = config
         self.store: Store | None = None
         self.writer: Writer | None = None
+        self.builder: ProcessSegmentBuilder | None = None
         self._ready = False
         self._stop = asyncio.Event()
 
     def open_store(self) -> None:
         c = self.config
         self.store = Store(c.data_dir, scan_cache_bytes=c.scan_cache_bytes)
+        if c.seal_in_worker:
+            self.builder = ProcessSegmentBuilder(self.limits())
+            self.store.segment_builder = self.builder
         self.writer = Writer(
             self.store,
             max_pending_bytes=c.max_pending_bytes,
@@ -166,6 +171,8 @@ class Server:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.writer.stop)
+        if self.builder is not None:
+            self.builder.close()
         self.store.close()
         log.info("otelog stopped")
         _ = grpc_host, grpc_port, done

@@ -91,7 +91,7 @@ class Writer:
         for e, batch in entries:
             base = e.seq << 24
             batch.log_id = list(range(base, base + len(batch)))
-            self.store.add_fresh(e.tenant, batch, e.seq)
+            self.store.add_fresh(e.tenant, batch, e.seq, e.receipt_ns, e.raw)
             n += len(batch)
         return n
 
@@ -169,7 +169,7 @@ class Writer:
             assert batch is not None
             base = seq << 24
             batch.log_id = list(range(base, base + len(batch)))
-            self.store.add_fresh(p.tenant, batch, seq)
+            self.store.add_fresh(p.tenant, batch, seq, p.receipt_ns, p.raw)
         for p in group:
             self._resolve(p, None)
         for p in log_items:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from otelog.model import LogBatch, SpanBatch
@@ -18,7 +18,7 @@ from otelog.store.db import Database
 from otelog.store.memtable import Memtable
 from otelog.store.merge import merge_segments, pick_merge, segment_keys
 from otelog.store.scan_cache import ScanCache
-from otelog.store.segment import SegmentMeta, SegmentReader, build_segment
+from otelog.store.segment import BuiltSegment, SegmentMeta, SegmentReader, build_segment
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,13 @@ GC_PREFIX = b"gc/"
 
 def _gc_key(meta: SegmentMeta) -> bytes:
     return GC_PREFIX + fmt.catalog_key(meta.tenant, meta.id)
+
+
+SegmentBuilder = Callable[[str, int, Memtable], BuiltSegment]
+
+
+def build_in_process(tenant: str, seg_id: int, memtable: Memtable) -> BuiltSegment:
+    return build_segment(tenant, seg_id, memtable.batches)
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Snapshot:
 class Store:
     def __init__(self, path: str, scan_cache_bytes: int = 256 << 20) -> None:
         self.db = Database(path)
+        self.segment_builder: SegmentBuilder = build_in_process
         self.scan_cache = ScanCache(scan_cache_bytes)
         self._lock = threading.RLock()
         self._seal_lock = threading.Lock()
@@ -139,13 +147,15 @@ class Store:
             for tenant, svc in new_services:
                 self._services.setdefault(tenant, set()).add(svc)
 
-    def add_fresh(self, tenant: str, batch: LogBatch, wal_seq: int) -> None:
+    def add_fresh(
+        self, tenant: str, batch: LogBatch, wal_seq: int, receipt_ns: int, raw: bytes
+    ) -> None:
         """Make a committed batch searchable at once."""
         with self._lock:
             mt = self._active.get(tenant)
             if mt is None:
                 mt = self._active[tenant] = Memtable(tenant)
-            mt.add(batch, wal_seq)
+            mt.add(batch, wal_seq, receipt_ns, raw)
 
     def fresh_stats(self) -> tuple[int, float]:
         with self._lock:
@@ -171,7 +181,7 @@ class Store:
             for m in todo:
                 with self._lock:
                     seg_id = self._new_seg_id()
-                built = build_segment(m.tenant, seg_id, m.batches)
+                built = self.segment_builder(m.tenant, seg_id, m)
                 wb = self.db.batch()
                 for k, v in built.columns:
                     self.db.put(wb, fmt.CF_COLS, k, v)

@@ -1,0 +1,58 @@
+"""Building segments in a worker process, so sealing runs on the second core.
+
+rocksdict and the decoder hold the GIL, so in one process decoding requests and building
+segments (tokenizing bodies, grouping rows into postings) take turns on one core. The
+worker receives the memtable's raw requests — one bytes object per request, cheap to
+send — decodes them again exactly as the WAL replay would (same receipt time, same log
+ids) and returns the finished columns and postings; the main process only writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from otelog.receiver.decode import DecodeLimits, decode_logs
+from otelog.store.memtable import Memtable
+from otelog.store.segment import BuiltSegment, build_segment
+from otelog.store.store import build_in_process
+
+log = logging.getLogger(__name__)
+
+
+def _build(
+    tenant: str, seg_id: int, requests: list[tuple[int, int, bytes]], limits: DecodeLimits
+) -> BuiltSegment:
+    batches = []
+    for seq, receipt_ns, raw in requests:
+        batch, _ = decode_logs(raw, receipt_ns, limits)
+        base = seq << 24
+        batch.log_id = list(range(base, base + len(batch)))
+        batches.append(batch)
+    return build_segment(tenant, seg_id, batches)
+
+
+class ProcessSegmentBuilder:
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def __call__(self, tenant: str, seg_id: int, memtable: Memtable) -> BuiltSegment:
+        if self._pool is not None:
+            try:
+                return self._pool.submit(
+                    _build, tenant, seg_id, memtable.requests, self.limits
+                ).result()
+            except BrokenProcessPool:
+                log.error("segment worker died; building segments in-process from now on")
+                self._pool = None
+        return build_in_process(tenant, seg_id, memtable)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool = None
