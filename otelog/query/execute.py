@@ -31,6 +31,16 @@ class SearchResult:
     next_token: str | None = None
 
 
+@dataclass
+class Matches:
+    """Every row a query matches in `window`: a bitmap per sealed segment holding any, and
+    row numbers per fresh batch. What aggregations count, where `search` pages."""
+
+    window: TimeWindow
+    segments: list[tuple[SegmentReader, BitMap]]
+    fresh: list[tuple[LogBatch, list[int]]]
+
+
 class _SegmentEval:
     """Bitmap evaluation of one query over one sealed segment."""
 
@@ -314,6 +324,34 @@ class Searcher:
             if limit > 0 and (cursor is None or (t, b.log_id[i]) < cursor):
                 cands.append((t, b.log_id[i], b, i))
         return n
+
+    def matches(self, node: Node, now_ns: int, window: TimeWindow | None = None) -> Matches:
+        """All matching rows, found by the same evaluation as `search` but not decoded."""
+        window = (window or TimeWindow()).intersect(time_window(node, now_ns))
+        out = Matches(window, [], [])
+        if window.empty:
+            return out
+        matcher = compile_matcher(node, now_ns)
+        snap = self.store.snapshot(self.tenant)
+        for seg in snap.segments:
+            m = seg.meta
+            if m.rows == 0 or m.max_ts < window.start or m.min_ts >= window.end:
+                continue
+            bm = self._segment_rows(seg, node, window, now_ns, matcher)
+            if bm:
+                out.segments.append((seg, bm))
+        # the empty query needs no row objects: the time test alone decides
+        everything = isinstance(node, MatchAll)
+        ws, we = window.start, window.end
+        for b in snap.fresh:
+            rows = [
+                i
+                for i, t in enumerate(b.ts)
+                if ws <= t < we and (everything or matcher(row_from_batch(b, i, self.resources)))
+            ]
+            if rows:
+                out.fresh.append((b, rows))
+        return out
 
     def trace_logs(self, trace_id: bytes) -> list[LogRow]:
         """Every log of a trace, any age: one prefix scan of the trace's posting key."""

@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePb
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanPb
@@ -170,13 +171,14 @@ def _encode_token(d: dict[str, object]) -> str:
     )
 
 
-def _decode_token(tok: str) -> dict[str, object]:
+def _decode_token(tok: str) -> dict[str, Any]:
     try:
         d = json.loads(base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)))
         if not isinstance(d, dict) or not {"f", "n", "t", "i"} <= d.keys():
             raise ValueError
         for k in ("n", "t", "i"):
-            int(d[k])
+            if not isinstance(d[k], int):
+                raise ValueError
         return d
     except (ValueError, TypeError):
         raise InvalidArgument("invalid pageToken") from None

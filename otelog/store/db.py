@@ -111,7 +111,7 @@ class Database:
         return v  # type: ignore[no-any-return]
 
     def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]:
-        return self.cf[cf].get(keys)  # type: ignore[no-any-return]
+        return self.cf[cf].get(keys)  # type: ignore[return-value, arg-type]
 
     def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         ro = ReadOptions()

@@ -66,11 +66,11 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
     for s in inputs:
         unindexed.update(s.meta.unindexed)
     per_term: dict[bytes, list[np.ndarray]] = {}
-    for k, s in enumerate(inputs):
+    for n, s in enumerate(inputs):
         terms = s.terms()
-        values = s.db.get_many(fmt.CF_POST, [fmt.posting_key(tenant, t, s.meta.id) for t in terms])
-        base = offsets[k]
-        for t, v in zip(terms, values, strict=True):
+        stored = s.db.get_many(fmt.CF_POST, [fmt.posting_key(tenant, t, s.meta.id) for t in terms])
+        base = offsets[n]
+        for t, v in zip(terms, stored, strict=True):
             if v is None or v[:1] == fmt.POSTING_RESOURCES:
                 continue  # resource-level terms are rebuilt from the merged resource table
             rows = rows_array(s.decode_posting(t, v)).astype(np.int64) + base
@@ -79,14 +79,14 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
     distinct: dict[str, int] = {}
     key_of: dict[bytes, str] = {}
     for t in per_term:
-        k = _attr_key(t)
-        if k is not None:
-            key_of[t] = k
-            distinct[k] = distinct.get(k, 0) + 1
-    for t, k in key_of.items():
+        key = _attr_key(t)
+        if key is not None:
+            key_of[t] = key
+            distinct[key] = distinct.get(key, 0) + 1
+    for t, key in key_of.items():
         tag = "a:" if t[:1] == fmt.T_ATTR else "r:"
-        if distinct[k] > ATTR_MAX_DISTINCT:
-            unindexed.add(tag + k)
+        if distinct[key] > ATTR_MAX_DISTINCT:
+            unindexed.add(tag + key)
     values: dict[bytes, bytes] = {}
     for t, parts in per_term.items():
         k2 = key_of.get(t)
@@ -112,7 +112,7 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
         unindexed=sorted(unindexed),
         level_counts=level_counts,
     )
-    meta.bytes = sum(len(k) + len(v) for k, v in cols) + sum(len(k) + len(v) for k, v in postings)
+    meta.nbytes = sum(len(k) + len(v) for k, v in cols) + sum(len(k) + len(v) for k, v in postings)
     return BuiltSegment(meta, cols, postings)
 
 

@@ -41,7 +41,7 @@ class SegmentMeta:
     min_ts: int
     max_ts: int
     blocks: int
-    bytes: int = 0
+    nbytes: int = 0
     # attribute keys present in the segment without postings, as "a:key" / "r:key"
     unindexed: list[str] = field(default_factory=list)
     level_counts: list[int] = field(default_factory=lambda: [0] * 7)
@@ -257,7 +257,7 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
         unindexed=sorted(unindexed),
         level_counts=level_counts,
     )
-    meta.bytes = sum(len(k) + len(v) for k, v in cols) + sum(len(k) + len(v) for k, v in postings)
+    meta.nbytes = sum(len(k) + len(v) for k, v in cols) + sum(len(k) + len(v) for k, v in postings)
     return BuiltSegment(meta, cols, postings)
 
 
