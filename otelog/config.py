@@ -29,6 +29,8 @@ class Config:
     query_max_limit: int = 1000
     query_timeout_seconds: float = 30.0
     scan_cache_bytes: int = 256 << 20
+    # live tail
+    tail_queue_size: int = 10_000
     log_level: str = "info"
 
 
@@ -48,6 +50,7 @@ _HELP = {
     "query_max_limit": "largest page a query may ask for",
     "query_timeout_seconds": "queries running longer are stopped with an error",
     "scan_cache_bytes": "memory for decompressed blocks that full-text scans reuse",
+    "tail_queue_size": "records a live-tail subscriber may lag behind before it is dropped",
     "log_level": "debug, info, warning, error",
 }
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from otelog.api.app import build_app as build_api_app
+from otelog.api.tail import TailHub
 from otelog.config import Config, split_host_port
 from otelog.errors import OtelogError
 from otelog.ingest.writer import Writer
@@ -107,6 +108,10 @@ class Server:
         api_sock = _bind(c.api_listen, "API")
         probe = _bind(c.grpc_listen, "OTLP/gRPC")
         probe.close()
+        # the live tail hears of every batch once it is durable, before any request can come
+        tail_hub = TailHub(self.store, c.tail_queue_size)
+        tail_hub.start(asyncio.get_running_loop())
+        self.writer.listeners.append(tail_hub.on_commit)
         self.writer.start()
         handler = OtlpHandler(self.writer, self.limits())
         grpc_server = otlp_grpc.build_server(
@@ -121,7 +126,14 @@ class Server:
         await grpc_server.start()
         qs = QueryService(self.store, c.query_max_limit)
         http_app = otlp_http.build_app(handler, c.max_request_bytes, c.max_decompressed_bytes)
-        api_app = build_api_app(qs, c.query_timeout_seconds, lambda: self._ready)
+        api_app = build_api_app(
+            qs,
+            c.query_timeout_seconds,
+            lambda: self._ready,
+            handler,
+            c.max_request_bytes,
+            tail_hub=tail_hub,
+        )
         servers = [
             _Uvicorn(
                 uvicorn.Config(
@@ -167,6 +179,8 @@ class Server:
         self._ready = False
         # stop accepting, let in-flight exports finish (they are acknowledged only once durable)
         await grpc_server.stop(grace=10)
+        # end live tails with a message first: their sockets would hold uvicorn's shutdown
+        tail_hub.close()
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)

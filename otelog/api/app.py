@@ -10,7 +10,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
+from otelog.api import rest
 from otelog.api.schema import schema
+from otelog.api.stream import stream_endpoint
+from otelog.api.tail import TailHub
 from otelog.query.service import QueryService
 
 
@@ -23,8 +26,19 @@ class _GraphQL(GraphQL):  # type: ignore[type-arg]
         return {**self._context, "request": request, "response": response}
 
 
-def build_app(query_service: QueryService, query_timeout: float, ready: Any) -> Starlette:
-    gql = _GraphQL({"query_service": query_service, "query_timeout": query_timeout})
+def build_app(
+    query_service: QueryService,
+    query_timeout: float,
+    ready: Any,
+    exporter: rest.LogExporter | None = None,
+    max_body: int = 16 << 20,
+    tail_hub: TailHub | None = None,
+) -> Starlette:
+    gql = _GraphQL(
+        {"query_service": query_service, "query_timeout": query_timeout, "tail_hub": tail_hub}
+    )
+    # the live tail (GraphQL subscriptions, /logs/stream) needs the hub the writer feeds
+    live = [WebSocketRoute("/logs/stream", stream_endpoint(tail_hub))] if tail_hub else []
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -40,5 +54,7 @@ def build_app(query_service: QueryService, query_timeout: float, ready: Any) -> 
             Route("/readyz", readyz),
             Route("/graphql", gql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", gql),
+            *rest.routes(query_service, query_timeout, exporter, max_body),
+            *live,
         ]
     )

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import QueryDepthLimiter
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from otelog.api import tail
 from otelog.errors import InvalidArgument, QuerySyntaxError
+from otelog.query import aggregate
 from otelog.query.rows import LogRow
 from otelog.query.service import PageRequest, QueryService, SpanRow, TraceResult
 
@@ -189,6 +194,21 @@ class Trace:
         return (hi - lo) / 1e6
 
 
+@strawberry.type(description="Matching records in [start, start + interval) with one group value.")
+class HistogramBucket:
+    start: datetime
+    count: int
+    group: str | None = strawberry.field(
+        description="The groupBy value; null when not grouped or the record has none."
+    )
+
+
+@strawberry.type(description="A value of a field and how many matching records have it.")
+class FacetValue:
+    value: str
+    count: int
+
+
 def _service(info: Info) -> QueryService:
     svc: QueryService = info.context["query_service"]
     return svc
@@ -235,9 +255,91 @@ class Query:
         res = await _run(info, _service(info).trace, trace_id)
         return Trace(result=res) if res is not None else None
 
+    @strawberry.field(
+        description="Matching records per `interval` (>= 1s, at most 10,000 in the range), "
+        "optionally per value of `groupBy`: level, service, host, attributes.<key> or "
+        "resource.<key>. Only non-empty buckets, by start then group."
+    )
+    async def log_histogram(
+        self,
+        info: Info,
+        query: str = "",
+        since: str | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        interval: str = "1m",
+        group_by: str | None = None,
+    ) -> list[HistogramBucket]:
+        req = aggregate.HistogramRequest(query, since, _ns(from_), _ns(to), interval, group_by)
+        points = await _run(info, aggregate.histogram, _service(info), req)
+        return [
+            HistogramBucket(start=_dt(p.start_ns), count=p.count, group=p.group) for p in points
+        ]
+
+    @strawberry.field(
+        description="The `limit` most frequent values of `field` (service, level, host, "
+        "attributes.<key>, resource.<key>) among matching records, by count then value."
+    )
+    async def facets(
+        self,
+        info: Info,
+        field: str,
+        query: str = "",
+        since: str | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        limit: int = 10,
+    ) -> list[FacetValue]:
+        req = aggregate.FacetRequest(field, query, since, _ns(from_), _ns(to), limit)
+        counts = await _run(info, aggregate.facets, _service(info), req)
+        return [FacetValue(value=c.value, count=c.count) for c in counts]
+
     @strawberry.field(description="Every service that has sent logs or spans.")
     async def services(self, info: Info) -> list[str]:
         return await _run(info, _service(info).services)  # type: ignore[no-any-return]
 
 
-schema = strawberry.Schema(query=Query)
+def _tail_error(e: Exception) -> GraphQLError:
+    if isinstance(e, QuerySyntaxError):
+        return GraphQLError(str(e), extensions={"code": "QUERY_SYNTAX", "position": e.position})
+    if isinstance(e, tail.SubscriberTooSlow):
+        ext: dict[str, Any] = {"code": "TAIL_TOO_SLOW", "dropped": e.dropped}
+        if e.last_log_id is not None:
+            ext["resumeAfter"] = f"{e.last_log_id:016x}"
+        return GraphQLError(str(e), extensions=ext)
+    if isinstance(e, tail.TailClosed):
+        return GraphQLError(str(e), extensions={"code": "SHUTTING_DOWN"})
+    return GraphQLError(str(e), extensions={"code": "BAD_ARGUMENT"})
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Records matching `query` as they are acknowledged, in arrival order. "
+        "With `after` (the logId of a record received before), first every stored record "
+        "acknowledged after it, then live ones: no gap, no duplicate across reconnects."
+    )
+    async def tail(
+        self, info: Info, query: str = "", after: str | None = None
+    ) -> AsyncGenerator[LogRecord, None]:
+        hub: tail.TailHub | None = info.context.get("tail_hub")
+        if hub is None:
+            raise GraphQLError("live tail is not available on this server")
+        try:
+            node = tail.parse_filter(query)
+            cursor = tail.parse_cursor(after)
+            async with contextlib.aclosing(tail.tail_rows(hub, node, cursor)) as rows:
+                async for row in rows:
+                    yield LogRecord(row=row)
+        except (QuerySyntaxError, InvalidArgument, tail.TailError) as e:
+            raise _tail_error(e) from None
+
+
+# Our types do not nest recursively, so a deeper document is abuse, not a real query.
+MAX_QUERY_DEPTH = 12
+
+schema = strawberry.Schema(
+    query=Query,
+    subscription=Subscription,
+    extensions=[QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH)],
+)

@@ -199,7 +199,14 @@ class Writer:
     def _seal_loop(self) -> None:
         # its own event: sharing the writer's condition would let a notify meant for the
         # committer wake the sealer instead, leaving a request waiting
+        last_compaction = time.monotonic()
         while not self._stop_sealer.wait(0.05):
+            if time.monotonic() - last_compaction > 30:
+                last_compaction = time.monotonic()
+                try:
+                    self.store.compact_wal()
+                except Exception:  # noqa: BLE001 - disk reclaim can wait for the next round
+                    log.exception("WAL compaction failed")
             rows, age = self.store.fresh_stats()
             if rows >= self.seal_rows or (rows and age >= self.seal_interval_s):
                 try:

@@ -12,6 +12,7 @@ distinct value, intersected with the matching rows); only a key a segment left u
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -327,9 +328,7 @@ def _parts(m: Matches) -> list[_Part]:
     return parts
 
 
-def _resource_values(
-    part: _Part, field: Field, searcher: Searcher
-) -> Sequence[str | None] | None:
+def _resource_values(part: _Part, field: Field, searcher: Searcher) -> Sequence[str | None] | None:
     """The field's value for each resource of the part, if the field is per resource."""
     if field.kind == "service":
         return [s for s, _h, _r in part.resources]
@@ -396,8 +395,6 @@ def histogram(
     record, an open end by now (or the newest record, if later). It may hold at most
     MAX_BUCKETS intervals.
     """
-    import time
-
     interval = parse_interval(req.interval)
     field = parse_field(req.group_by, "groupBy") if req.group_by else None
     node = qs.compile(req.query)
@@ -434,7 +431,9 @@ def histogram(
         )
     totals = np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
     points = [
-        HistogramPoint((first + int(k) // groups) * interval, labels.values[int(k) % groups], int(c))
+        HistogramPoint(
+            (first + int(k) // groups) * interval, labels.values[int(k) % groups], int(c)
+        )
         for k, c in zip(uniq.tolist(), totals.tolist(), strict=True)
     ]
     points.sort(key=lambda p: (p.start_ns, p.group is not None, p.group or ""))
@@ -449,8 +448,6 @@ def facets(
 ) -> list[FacetCount]:
     """The `limit` most frequent values of a field among matching records, by count
     descending then value; records without a value for the field are not counted."""
-    import time
-
     field = parse_field(req.field, "field")
     if not 1 <= req.limit <= MAX_FACET_LIMIT:
         raise InvalidArgument(f"limit must be between 1 and {MAX_FACET_LIMIT}")

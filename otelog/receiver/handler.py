@@ -6,7 +6,7 @@ Transports (otlp_grpc, otlp_http) only move bytes and map errors to their status
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -24,6 +24,8 @@ from otelog.receiver.decode import (
 class ExportResult:
     rejected: int = 0
     message: str = ""
+    # ids of the stored log records, in request order (set by the writer at commit)
+    log_ids: list[int] = field(default_factory=list)
 
 
 class OtlpHandler:
@@ -37,7 +39,7 @@ class OtlpHandler:
         batch, d = decode_logs(raw, receipt_ns, self.limits)
         if len(batch):
             await self.writer.write_logs(tenant, batch, raw, receipt_ns)
-        return ExportResult(d.rejected, d.message)
+        return ExportResult(d.rejected, d.message, batch.log_id)
 
     async def export_traces(
         self, raw: bytes, tenant: str = DEFAULT_TENANT, req: ExportTraceServiceRequest | None = None

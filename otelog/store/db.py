@@ -39,8 +39,15 @@ class Database:
         cfs = {}
         for name in fmt.COLUMN_FAMILIES:
             o = Options(raw_mode=True)
-            o.set_compression_type(DBCompressionType.lz4())
-            o.set_bottommost_compression_type(DBCompressionType.zstd())
+            if name == fmt.CF_COLS:
+                # columns are zstd-compressed already; compressing again costs CPU for nothing
+                o.set_compression_type(DBCompressionType.none())
+                o.set_bottommost_compression_type(DBCompressionType.none())
+            elif name in (fmt.CF_POST, fmt.CF_SPANS):
+                o.set_compression_type(DBCompressionType.zstd())
+                o.set_bottommost_compression_type(DBCompressionType.zstd())
+            else:
+                o.set_compression_type(DBCompressionType.lz4())
             if name in (fmt.CF_COLS, fmt.CF_POST, fmt.CF_SPANS):
                 o.set_write_buffer_size(32 << 20)
             cfs[name] = o

@@ -170,7 +170,7 @@ def encode_segment_columns(
         cols.append(
             (
                 fmt.column_key(tenant, seg_id, fmt.COL_RECS, blk),
-                fmt.compress(fmt.encode_blobs(chunk)),
+                fmt.compress(fmt.encode_blobs(chunk), fmt.RECORDS_LEVEL),
             )
         )
     return cols, blocks

@@ -268,6 +268,11 @@ class Store:
         self.db.compact(fmt.CF_POST)
         self.db.compact(fmt.CF_WAL)
 
+    def compact_wal(self) -> None:
+        """Sealed WAL entries are tombstones until compacted; without this, requests that
+        were flushed before their seal linger on disk."""
+        self.db.compact(fmt.CF_WAL)
+
     def _delete_segment_data(self, seg: SegmentReader, gc_key: bytes) -> None:
         posts, lo, hi = segment_keys(seg)
         wb = self.db.batch()
