@@ -16,7 +16,14 @@ from concurrent.futures.process import BrokenProcessPool
 
 from otelog.receiver.decode import DecodeLimits, decode_logs
 from otelog.store.memtable import Memtable
-from otelog.store.segment import BuiltSegment, build_segment
+from otelog.store.merge import merge_segments
+from otelog.store.segment import (
+    BuiltSegment,
+    SegmentData,
+    SegmentMeta,
+    SegmentReader,
+    build_segment,
+)
 from otelog.store.store import build_in_process
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,10 @@ def _build(
         batch.log_id = list(range(base, base + len(batch)))
         batches.append(batch)
     return build_segment(tenant, seg_id, batches)
+
+
+def _merge(tenant: str, seg_id: int, inputs: list[tuple[SegmentMeta, SegmentData]]) -> BuiltSegment:
+    return merge_segments(tenant, seg_id, [SegmentReader(data, meta) for meta, data in inputs])
 
 
 class ProcessSegmentBuilder:
@@ -51,6 +62,22 @@ class ProcessSegmentBuilder:
                 log.error("segment worker died; building segments in-process from now on")
                 self._pool = None
         return build_in_process(tenant, seg_id, memtable)
+
+    def merge(self, tenant: str, seg_id: int, inputs: list[SegmentReader]) -> BuiltSegment:
+        """Merge in the worker: the main process only reads the inputs' bytes (RocksDB,
+        in C) and writes the result; decompressing, re-sorting, re-compressing and
+        remapping postings happen on the other core."""
+        if self._pool is not None:
+            payload = [
+                (s.meta, SegmentData.of(s.db, s.meta, s.terms()))  # type: ignore[arg-type]
+                for s in inputs
+            ]
+            try:
+                return self._pool.submit(_merge, tenant, seg_id, payload).result()
+            except BrokenProcessPool:
+                log.error("segment worker died; merging in-process from now on")
+                self._pool = None
+        return merge_segments(tenant, seg_id, inputs)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -78,6 +78,7 @@ class Server:
         if c.seal_in_worker:
             self.builder = ProcessSegmentBuilder(self.limits())
             self.store.segment_builder = self.builder
+            self.store.segment_merger = self.builder.merge
         self.writer = Writer(
             self.store,
             max_pending_bytes=c.max_pending_bytes,

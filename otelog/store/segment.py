@@ -261,10 +261,36 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
     return BuiltSegment(meta, cols, postings)
 
 
+class SegmentData:
+    """Every stored byte of one segment, detached from RocksDB: what a merge in another
+    process reads. Quacks like `Database` for the `get`/`get_many` a reader uses."""
+
+    def __init__(self, values: dict[tuple[str, bytes], bytes]) -> None:
+        self.values = values
+
+    @staticmethod
+    def of(db: Database, meta: SegmentMeta, terms: list[bytes]) -> SegmentData:
+        values: dict[tuple[str, bytes], bytes] = {}
+        prefix = fmt.segment_columns_prefix(meta.tenant, meta.id)
+        for k, v in db.scan_prefix(fmt.CF_COLS, prefix):
+            values[(fmt.CF_COLS, k)] = v
+        keys = [fmt.posting_key(meta.tenant, t, meta.id) for t in terms]
+        for key, found in zip(keys, db.get_many(fmt.CF_POST, keys), strict=True):
+            if found is not None:
+                values[(fmt.CF_POST, key)] = found
+        return SegmentData(values)
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        return self.values.get((cf, key))
+
+    def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]:
+        return [self.values.get((cf, k)) for k in keys]
+
+
 class SegmentReader:
     """Lazily decoded columns of one sealed segment; cached by the store."""
 
-    def __init__(self, db: Database, meta: SegmentMeta) -> None:
+    def __init__(self, db: Database | SegmentData, meta: SegmentMeta) -> None:
         self.db = db
         self.meta = meta
         self._lock = threading.Lock()

@@ -31,6 +31,7 @@ def _gc_key(meta: SegmentMeta) -> bytes:
 
 
 SegmentBuilder = Callable[[str, int, Memtable], BuiltSegment]
+SegmentMerger = Callable[[str, int, list[SegmentReader]], BuiltSegment]
 
 
 def build_in_process(tenant: str, seg_id: int, memtable: Memtable) -> BuiltSegment:
@@ -58,6 +59,7 @@ class Store:
     def __init__(self, path: str, scan_cache_bytes: int = 256 << 20) -> None:
         self.db = Database(path)
         self.segment_builder: SegmentBuilder = build_in_process
+        self.segment_merger: SegmentMerger = merge_segments
         self.scan_cache = ScanCache(scan_cache_bytes)
         self._lock = threading.RLock()
         self._seal_lock = threading.Lock()
@@ -220,7 +222,7 @@ class Store:
                     continue
                 with self._lock:
                     seg_id = self._new_seg_id()
-                built = merge_segments(tenant, seg_id, run)
+                built = self.segment_merger(tenant, seg_id, run)
                 wb = self.db.batch()
                 for k, v in built.columns:
                     self.db.put(wb, fmt.CF_COLS, k, v)
