@@ -19,9 +19,22 @@ class Config:
     max_request_bytes: int = 16 << 20  # compressed body / gRPC message
     max_decompressed_bytes: int = 64 << 20  # a gzip bomb stops here
     max_future_seconds: int = 24 * 3600  # records further in the future are rejected
-    grpc_max_concurrent_streams: int = 256
-    # writer
+    grpc_max_concurrent_streams: int = 100
+    grpc_max_concurrent_rpcs: int = 256
+    # writer, and the bound on what the ingest path holds (otelog/ingest/limits.py)
     max_pending_bytes: int = 256 << 20
+    max_unsealed_bytes: int = 256 << 20
+    # load shedding by severity (otelog/ingest/shedding.py); thresholds are fractions of
+    # max_pending_bytes, or of a service's rate-limit burst drawn down
+    shed_debug_at: float = 0.5
+    shed_info_at: float = 0.75
+    shed_refuse_at: float = 0.9
+    shed_debug_keep: float = 0.1
+    shed_info_keep: float = 0.5
+    # per-service token buckets in log records per second (0 = unlimited)
+    rate_limit_records_per_second: float = 0.0
+    rate_limit_burst: float = 0.0
+    rate_limit_overrides: str = ""
     seal_interval_seconds: float = 0.5
     seal_rows: int = 100_000
     seal_in_worker: bool = True
@@ -31,6 +44,14 @@ class Config:
     scan_cache_bytes: int = 256 << 20
     # live tail
     tail_queue_size: int = 10_000
+    # alerting
+    alert_interval_seconds: float = 15.0
+    alert_resend_seconds: float = 60.0
+    alert_webhook_timeout_seconds: float = 5.0
+    alert_webhook_attempts: int = 5
+    alert_external_url: str = ""
+    alert_builtin_rules: bool = False
+    alert_builtin_webhooks: str = ""
     log_level: str = "info"
 
 
@@ -43,7 +64,21 @@ _HELP = {
     "max_decompressed_bytes": "largest OTLP request body after decompression (bytes)",
     "max_future_seconds": "records stamped further in the future are rejected",
     "grpc_max_concurrent_streams": "gRPC max concurrent streams per connection",
-    "max_pending_bytes": "bytes of requests waiting for commit before clients are refused",
+    "grpc_max_concurrent_rpcs": "gRPC calls in progress before new ones are refused "
+    "(RESOURCE_EXHAUSTED); bounds the messages gRPC holds before otelog sees them",
+    "max_pending_bytes": "bytes of requests queued for commit plus bodies being read and "
+    "decoded; past it requests are refused before decoding",
+    "max_unsealed_bytes": "request bytes committed but not yet sealed into segments (held "
+    "in memory) at which ingest sheds and refuses as if the queue were full",
+    "shed_debug_at": "pressure (fraction of max_pending_bytes, or of a service's burst used) "
+    "at which TRACE/DEBUG records are sampled",
+    "shed_info_at": "pressure at which INFO records are sampled too",
+    "shed_refuse_at": "pressure above which requests without ERROR/FATAL records are refused",
+    "shed_debug_keep": "fraction of TRACE/DEBUG records kept while sampling",
+    "shed_info_keep": "fraction of INFO records kept while sampling",
+    "rate_limit_records_per_second": "default log records/s per service (0 = unlimited)",
+    "rate_limit_burst": "records a service may send at once (0 = two seconds' worth)",
+    "rate_limit_overrides": "per-service records/s[:burst], e.g. auth=5000,checkout=20000",
     "seal_interval_seconds": "seconds before fresh records are sealed into a segment",
     "seal_rows": "rows that seal a segment early",
     "seal_in_worker": "build segments in a worker process (uses a second core)",
@@ -51,6 +86,13 @@ _HELP = {
     "query_timeout_seconds": "queries running longer are stopped with an error",
     "scan_cache_bytes": "memory for decompressed blocks that full-text scans reuse",
     "tail_queue_size": "records a live-tail subscriber may lag behind before it is dropped",
+    "alert_interval_seconds": "seconds between evaluations of the alert rules",
+    "alert_resend_seconds": "seconds between repeats of an open alert to Alertmanager",
+    "alert_webhook_timeout_seconds": "timeout of one webhook POST",
+    "alert_webhook_attempts": "POSTs of one notification before giving up (backoff doubles)",
+    "alert_external_url": "base URL of this server in notifications (default: from api-listen)",
+    "alert_builtin_rules": "alert on otelog's own ingestion lag and dropped records",
+    "alert_builtin_webhooks": "comma-separated Alertmanager URLs for the built-in rules",
     "log_level": "debug, info, warning, error",
 }
 

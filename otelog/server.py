@@ -16,10 +16,17 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from otelog import metrics
+from otelog.alerting.engine import AlertEngine
+from otelog.alerting.notify import Notifier
+from otelog.alerting.rules import Target
+from otelog.alerting.selfmetrics import SelfSample, SelfSource, registry_source
 from otelog.api.app import build_app as build_api_app
 from otelog.api.tail import TailHub
 from otelog.config import Config, split_host_port
 from otelog.errors import OtelogError
+from otelog.ingest.limits import ByteBudget, ServiceRateLimits, parse_overrides
+from otelog.ingest.shedding import IngestControl, ShedPolicy
 from otelog.ingest.writer import Writer
 from otelog.query.service import QueryService
 from otelog.receiver import otlp_grpc, otlp_http
@@ -99,6 +106,83 @@ class Server:
     def limits(self) -> DecodeLimits:
         return DecodeLimits(max_future_ns=self.config.max_future_seconds * 10**9)
 
+    def ingest_control(self, writer: Writer) -> IngestControl:
+        """The byte budget, rate limits and shedding policy, from the config (checked)."""
+        c = self.config
+        try:
+            policy = ShedPolicy(
+                c.shed_debug_at, c.shed_info_at, c.shed_refuse_at, c.shed_debug_keep,
+                c.shed_info_keep,
+            )  # fmt: skip
+            overrides = parse_overrides(c.rate_limit_overrides)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        if c.max_request_bytes > c.max_pending_bytes:
+            log.warning(
+                "max_request_bytes (%d) > max_pending_bytes (%d): larger requests get 413",
+                c.max_request_bytes,
+                c.max_pending_bytes,
+            )
+        store = writer.store
+        max_unsealed = max(1, c.max_unsealed_bytes)
+        budget = ByteBudget(
+            c.max_pending_bytes,
+            lambda: writer.pending_bytes,
+            lambda: store.unsealed()[1] / max_unsealed,
+        )
+        rates = ServiceRateLimits(c.rate_limit_records_per_second, c.rate_limit_burst, overrides)
+        return IngestControl(budget, rates, policy)
+
+    def alert_engine(self) -> AlertEngine:
+        """The alert engine, its webhooks and the figures of the built-in rules."""
+        c = self.config
+        assert self.store is not None and self.writer is not None
+        host, port = split_host_port(c.api_listen)
+        external = c.alert_external_url or (
+            f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        )
+        notifier = Notifier(
+            timeout_s=c.alert_webhook_timeout_seconds,
+            max_attempts=c.alert_webhook_attempts,
+            external_url=external,
+        )
+        source: SelfSource | None = registry_source()
+        if source is None:
+            # no metrics module in this build: the writer's commit times stand in for lag
+            stats = self.writer.stats
+
+            def source() -> SelfSample:
+                secs = list(stats.commit_seconds)
+                return SelfSample(0.0, sum(secs), float(len(secs)))
+
+        urls = [u.strip() for u in c.alert_builtin_webhooks.split(",")]
+        targets = [Target(u, "alertmanager") for u in urls if u]
+        return AlertEngine(
+            self.store,
+            interval_s=c.alert_interval_seconds,
+            notifier=notifier,
+            self_source=source,
+            builtin_rules=c.alert_builtin_rules,
+            builtin_targets=targets,
+            resend_s=c.alert_resend_seconds,
+        )
+
+    def wire_metrics(self, control: IngestControl) -> metrics.StorageCollector:
+        """Point the scrape-time gauges at the live components."""
+        assert self.store is not None and self.writer is not None
+        writer, budget = self.writer, control.budget
+        metrics.QUEUE_BYTES.set_function(lambda: writer.pending_bytes)
+        metrics.QUEUE_REQUESTS.set_function(lambda: writer.pending_requests)
+        metrics.INFLIGHT_BYTES.set_function(lambda: budget.in_flight)
+        metrics.LIMIT_BYTES.set(budget.limit)
+        metrics.PRESSURE.set_function(budget.pressure)
+        store = self.store
+        metrics.UNSEALED_RECORDS.set_function(lambda: store.unsealed()[0])
+        metrics.UNSEALED_BYTES.set_function(lambda: store.unsealed()[1])
+        collector = metrics.StorageCollector(self.store.size_on_disk, self.config.data_dir)
+        metrics.REGISTRY.register(collector)
+        return collector
+
     async def run(self) -> None:
         c = self.config
         self.open_store()
@@ -113,10 +197,16 @@ class Server:
         tail_hub = TailHub(self.store, c.tail_queue_size)
         tail_hub.start(asyncio.get_running_loop())
         self.writer.listeners.append(tail_hub.on_commit)
+        control = self.ingest_control(self.writer)
+        storage_metrics = self.wire_metrics(control)
+        # alerting too: its listener must be there before the first commit (engine.py)
+        alerts = self.alert_engine()
+        alerts.start(asyncio.get_running_loop())
+        self.writer.listeners.append(alerts.on_commit)
         self.writer.start()
-        handler = OtlpHandler(self.writer, self.limits())
+        handler = OtlpHandler(self.writer, self.limits(), control)
         grpc_server = otlp_grpc.build_server(
-            handler, c.max_request_bytes, c.grpc_max_concurrent_streams
+            handler, c.max_request_bytes, c.grpc_max_concurrent_streams, c.grpc_max_concurrent_rpcs
         )
         try:
             bound = grpc_server.add_insecure_port(c.grpc_listen)
@@ -134,6 +224,7 @@ class Server:
             handler,
             c.max_request_bytes,
             tail_hub=tail_hub,
+            alert_engine=alerts,
         )
         servers = [
             _Uvicorn(
@@ -178,6 +269,8 @@ class Server:
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         log.info("otelog stopping")
         self._ready = False
+        # exports arriving from now on get 503 + Retry-After (OTLP/HTTP "Failures")
+        control.budget.closing = True
         # stop accepting, let in-flight exports finish (they are acknowledged only once durable)
         await grpc_server.stop(grace=10)
         # end live tails with a message first: their sockets would hold uvicorn's shutdown
@@ -186,8 +279,12 @@ class Server:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.writer.stop)
+        await asyncio.to_thread(alerts.stop)
+        if alerts.notifier is not None:
+            await alerts.notifier.aclose()
         if self.builder is not None:
             self.builder.close()
+        metrics.REGISTRY.unregister(storage_metrics)
         self.store.close()
         log.info("otelog stopped")
         _ = grpc_host, grpc_port, done

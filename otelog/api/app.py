@@ -10,7 +10,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 
-from otelog.api import rest
+from otelog.alerting.engine import AlertEngine
+from otelog.api import metrics_route, rest
+from otelog.api.alerts_rest import routes as alert_routes
 from otelog.api.schema import schema
 from otelog.api.stream import stream_endpoint
 from otelog.api.tail import TailHub
@@ -33,9 +35,15 @@ def build_app(
     exporter: rest.LogExporter | None = None,
     max_body: int = 16 << 20,
     tail_hub: TailHub | None = None,
+    alert_engine: AlertEngine | None = None,
 ) -> Starlette:
     gql = _GraphQL(
-        {"query_service": query_service, "query_timeout": query_timeout, "tail_hub": tail_hub}
+        {
+            "query_service": query_service,
+            "query_timeout": query_timeout,
+            "tail_hub": tail_hub,
+            "alert_engine": alert_engine,
+        }
     )
     # the live tail (GraphQL subscriptions, /logs/stream) needs the hub the writer feeds
     live = [WebSocketRoute("/logs/stream", stream_endpoint(tail_hub))] if tail_hub else []
@@ -52,9 +60,11 @@ def build_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            metrics_route.route(),
             Route("/graphql", gql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", gql),
             *rest.routes(query_service, query_timeout, exporter, max_body),
             *live,
+            *(alert_routes(alert_engine) if alert_engine else []),
         ]
     )

@@ -443,15 +443,15 @@ def routes(
             return _error(429, str(e), {"Retry-After": retry})
         except InvalidArgument as e:
             return _error(400, str(e))
-        if res.rejected and not res.log_ids:
-            return _error(400, res.message)
         if res.rejected:
-            # cannot happen after the checks above, short of a clock jump: say what is known
+            # records refused after our checks: DEBUG/INFO sampled out under load (or a
+            # clock jump). As OTLP partial success does, say how many and why; the ids are
+            # those of the stored records, in storage order.
             ids = [log_id_str(x) for x in res.log_ids]
             return JSONResponse(
                 {
                     "status": "PARTIAL",
-                    "log_id": ids[0],
+                    "log_id": ids[0] if ids else None,
                     "log_ids": ids,
                     "rejected": res.rejected,
                     "error": res.message,
@@ -470,7 +470,8 @@ def routes(
         except TimeoutError:
             return _error(504, f"query timed out after {query_timeout:g} s; narrow the time range")
         except InvalidArgument as e:
-            return _error(400, str(e))
+            # the service speaks GraphQL's argument names; here the parameter is page_token
+            return _error(400, str(e).replace("pageToken", "page_token"))
         except QuerySyntaxError as e:  # not expected: every part was checked
             return _error(400, f"query: {e}")
         return JSONResponse({"logs": logs, "total": res.total, "next_page_token": res.next_token})

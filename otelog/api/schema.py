@@ -16,6 +16,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from otelog.api import tail
+from otelog.api.alerts_schema import AlertMutation, AlertQuery, AlertSubscription
 from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.query import aggregate
 from otelog.query.rows import LogRow
@@ -230,7 +231,7 @@ async def _run(info: Info, fn: Any, *args: Any) -> Any:
 
 
 @strawberry.type
-class Query:
+class Query(AlertQuery):
     @strawberry.field(description="Log records matching `query`, newest first.")
     async def logs(
         self,
@@ -313,7 +314,7 @@ def _tail_error(e: Exception) -> GraphQLError:
 
 
 @strawberry.type
-class Subscription:
+class Subscription(AlertSubscription):
     @strawberry.subscription(
         description="Records matching `query` as they are acknowledged, in arrival order. "
         "With `after` (the logId of a record received before), first every stored record "
@@ -335,11 +336,18 @@ class Subscription:
             raise _tail_error(e) from None
 
 
+@strawberry.type
+class Mutation(AlertMutation):
+    """Changes: alert rules and alerts (otelog/api/alerts_schema.py)."""
+
+
 # Our types do not nest recursively, so a deeper document is abuse, not a real query.
 MAX_QUERY_DEPTH = 12
 
 schema = strawberry.Schema(
     query=Query,
+    mutation=Mutation,
     subscription=Subscription,
-    extensions=[QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH)],
+    # a factory: strawberry builds the extension afresh for each request
+    extensions=[lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH)],
 )

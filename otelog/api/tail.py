@@ -36,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from otelog.errors import InvalidArgument, OtelogError
@@ -63,6 +64,7 @@ RESUME_PAGE = 500
 _TAKE = 256
 # a filter with `timestamp > 5m ago` is recompiled this often, so "ago" moves with time
 _RECOMPILE_NS = 1_000_000_000
+_LOG_ID = re.compile(r"[0-9a-fA-F]{1,16}")
 
 
 class TailError(OtelogError):
@@ -97,13 +99,9 @@ def parse_cursor(text: str | None) -> int | None:
     """`after`: a logId as the API prints it (16 hex digits); "0" replays everything."""
     if text is None or text == "":
         return None
-    t = text.strip()
-    if not 1 <= len(t) <= 16:
+    if not _LOG_ID.fullmatch(text):
         raise InvalidArgument("after must be a logId (up to 16 hex digits)")
-    try:
-        return int(t, 16)
-    except ValueError:
-        raise InvalidArgument("after must be a logId (up to 16 hex digits)") from None
+    return int(text, 16)
 
 
 def services_of(node: Node) -> frozenset[str] | None:
@@ -155,15 +153,15 @@ class Subscriber:
         if self.ended:
             return False
         if len(self._rows) + len(rows) > self.capacity:
-            # what it already had and what did not fit: none of it will be delivered
-            self.drop(len(self._rows) + len(rows))
+            self.drop(len(rows))
             return False
         self._rows.extend(rows)
         self._ready.set()
         return True
 
     def drop(self, n: int, overrun: bool = False) -> None:
-        self.dropped = max(n, 1)
+        """End it: `n` records not queued plus those queued will never be delivered."""
+        self.dropped = max(n + len(self._rows), 1)
         self.overrun = overrun
         self._rows.clear()  # free the memory now, not when the slow reader gets here
         self._ready.set()
@@ -377,7 +375,7 @@ async def tail_rows(
     after: int | None = None,
     tenant: str = DEFAULT_TENANT,
     page: int = RESUME_PAGE,
-) -> AsyncIterator[LogRow]:
+) -> AsyncGenerator[LogRow, None]:
     """The records of a subscription: stored ones after `after` (if given), then live.
 
     Ends by raising a TailError. Close it (`contextlib.aclosing`) to unsubscribe at once.

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from otelog import metrics
 from otelog.errors import Overloaded
 from otelog.model import LogBatch, SpanBatch
 from otelog.store import format as fmt
@@ -95,6 +96,15 @@ class Writer:
             n += len(batch)
         return n
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of requests queued for the next group commit (read without the lock)."""
+        return self._pending_bytes
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._queue)
+
     # ---- submitting (event loop side)
 
     def _enqueue(self, p: _Pending) -> None:
@@ -170,6 +180,9 @@ class Writer:
             base = seq << 24
             batch.log_id = list(range(base, base + len(batch)))
             self.store.add_fresh(p.tenant, batch, seq, p.receipt_ns, p.raw)
+        visible_ns = time.time_ns()
+        for p in log_items:
+            metrics.TIME_TO_SEARCHABLE.observe(max(0, visible_ns - p.receipt_ns) / 1e9)
         for p in group:
             self._resolve(p, None)
         for p in log_items:
@@ -181,7 +194,8 @@ class Writer:
                     log.exception("commit listener failed")
         self.stats.commits += 1
         self.stats.committed_records += sum(len(p.logs) for p in log_items if p.logs is not None)
-        self.stats.commit_seconds.append(time.perf_counter() - t0)
+        self.stats.commit_seconds.append(elapsed := time.perf_counter() - t0)
+        metrics.COMMIT_SECONDS.observe(elapsed)
         if len(self.stats.commit_seconds) > 10_000:
             del self.stats.commit_seconds[:5000]
 

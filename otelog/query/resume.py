@@ -57,10 +57,10 @@ def records_after(
         _fresh_candidates(s, b, matcher, after, limit, cands)
     cands.sort(key=lambda c: c[0])
     rows: list[LogRow] = []
-    for _lid, row, seg, r in cands[:limit]:
+    for _lid, row, src, r in cands[:limit]:
         if row is None:
-            assert seg is not None
-            row = s.segment_row(seg, r)
+            assert src is not None
+            row = s.segment_row(src, r)
         rows.append(row)
     return rows
 

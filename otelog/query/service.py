@@ -14,6 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanPb
 
 from otelog.anyvalue import attributes_to_python
 from otelog.errors import InvalidArgument
+from otelog.metrics import QUERY_SECONDS
 from otelog.model import DEFAULT_TENANT
 from otelog.query.ast import Node
 from otelog.query.duration import parse_duration_ns
@@ -92,6 +93,7 @@ class QueryService:
             w = w.intersect(TimeWindow(0, end_ns))
         return w
 
+    @QUERY_SECONDS.labels("logs").time()
     def logs(self, req: PageRequest, tenant: str = DEFAULT_TENANT) -> SearchResult:
         if req.limit < 0 or req.limit > self.max_limit:
             raise InvalidArgument(f"limit must be between 0 and {self.max_limit}")
@@ -117,6 +119,7 @@ class QueryService:
         )
         return res
 
+    @QUERY_SECONDS.labels("trace").time()
     def trace(self, trace_id_hex: str, tenant: str = DEFAULT_TENANT) -> TraceResult | None:
         try:
             tid = bytes.fromhex(trace_id_hex)

@@ -7,14 +7,21 @@ held in memory beyond the configured size.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import zstandard
 
 from otelog.errors import InvalidArgument, PayloadTooLarge
 
 
-async def read_capped(chunks: AsyncIterator[bytes], declared: str | None, cap: int) -> bytes:
+async def read_capped(
+    chunks: AsyncIterator[bytes],
+    declared: str | None,
+    cap: int,
+    reserve: Callable[[int], None] | None = None,
+) -> bytes:
+    """The body, refused past `cap`; `reserve(bytes so far)` runs before each chunk is kept
+    (it raises to refuse a body the ingest budget cannot hold, e.g. a chunked one)."""
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {cap} bytes")
     parts: list[bytes] = []
@@ -23,6 +30,8 @@ async def read_capped(chunks: AsyncIterator[bytes], declared: str | None, cap: i
         n += len(chunk)
         if n > cap:
             raise PayloadTooLarge(f"request body exceeds the limit of {cap} bytes")
+        if reserve is not None:
+            reserve(n)
         parts.append(chunk)
     return b"".join(parts)
 

@@ -8,6 +8,7 @@ LogRecord, so nothing the client sent is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -72,8 +73,26 @@ def parse_traces_request(raw: bytes) -> ExportTraceServiceRequest:
         raise InvalidArgument(f"malformed ExportTraceServiceRequest: {e}") from None
 
 
+def count_services(raw: bytes) -> tuple[Any, dict[str, int]]:
+    """The lite parse of a logs request and its records per service, without decoding a
+    record: what per-service rate limits need to refuse a request cheaply. Pass the parse
+    on to `decode_logs` when the request goes ahead."""
+    try:
+        req = LiteLogsRequest.FromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise InvalidArgument(f"malformed ExportLogsServiceRequest: {e}") from None
+    counts: dict[str, int] = {}
+    for rl in req.resource_logs:
+        for sl in rl.scope_logs:
+            if sl.log_records:
+                # the key decode_logs looks up too: the cache holds nothing extra
+                svc = _resource(rl.resource, sl.scope).service
+                counts[svc] = counts.get(svc, 0) + len(sl.log_records)
+    return req, counts
+
+
 def decode_logs(
-    raw: bytes, receipt_ns: int, limits: DecodeLimits = DecodeLimits()
+    raw: bytes, receipt_ns: int, limits: DecodeLimits = DecodeLimits(), lite: Any = None
 ) -> tuple[LogBatch, Decoded]:
     """Columns of every acceptable record of a serialized request; the rest are counted as
     rejected (partial success).
@@ -83,7 +102,7 @@ def decode_logs(
     # The full parse validates the request (UTF-8 of every string included); the lite parse
     # then gives each attribute as bytes without a wrapper object per attribute.
     parse_logs_request(raw)
-    req = LiteLogsRequest.FromString(raw)
+    req = lite if lite is not None else LiteLogsRequest.FromString(raw)
     b = LogBatch()
     ts_col, lv_col, res_col = b.ts, b.level, b.res
     tid_col, sid_col, body_col, attr_col, rec_col = b.trace_id, b.span_id, b.body, b.attrs, b.rec

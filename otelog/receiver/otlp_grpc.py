@@ -15,7 +15,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from otelog import metrics
 from otelog.errors import OtelogError
+from otelog.ingest.shedding import count_refused_request
 from otelog.receiver.errors import grpc_status
 from otelog.receiver.handler import OtlpHandler
 
@@ -30,12 +32,14 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
-def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int) -> grpc.aio.Server:
+def build_server(
+    handler: OtlpHandler, max_message_bytes: int, max_streams: int, max_rpcs: int | None = None
+) -> grpc.aio.Server:
     async def export_logs(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
             res = await handler.export_logs(raw)
         except Exception as e:  # noqa: BLE001 - mapped to a status below
-            await _abort(context, e)
+            await _abort(context, e, metrics.SIGNAL_LOGS)
         resp = ExportLogsServiceResponse()
         if res.rejected or res.message:
             resp.partial_success.CopyFrom(
@@ -49,7 +53,7 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
         try:
             res = await handler.export_traces(raw)
         except Exception as e:  # noqa: BLE001
-            await _abort(context, e)
+            await _abort(context, e, metrics.SIGNAL_TRACES)
         resp = ExportTraceServiceResponse()
         if res.rejected or res.message:
             resp.partial_success.CopyFrom(
@@ -69,6 +73,11 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
             fn, request_deserializer=_identity, response_serializer=_identity
         )
 
+    # Flow control, deliberately: gRPC reads a whole message before the handler sees it,
+    # so what it can hold outside otelog's byte budget is max_rpcs x max_message_bytes.
+    # Calls past max_rpcs are refused at once with RESOURCE_EXHAUSTED (no RetryInfo: the
+    # SDKs back off on their own), streams past max_streams wait in the client (HTTP/2
+    # SETTINGS_MAX_CONCURRENT_STREAMS; RFC 9113 recommends no less than 100).
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -76,7 +85,8 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
             ("grpc.max_concurrent_streams", max_streams),
             # a second otelog on the same port must fail, not silently share it
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        maximum_concurrent_rpcs=max_rpcs,
     )
     server.add_generic_rpc_handlers(
         (
@@ -90,9 +100,10 @@ def build_server(handler: OtlpHandler, max_message_bytes: int, max_streams: int)
     return server
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
+async def _abort(context: grpc.aio.ServicerContext, err: Exception, signal: str) -> None:
     if not isinstance(err, OtelogError):
         log.exception("export failed", exc_info=err)
+    count_refused_request(signal, err)
     code, message, md = grpc_status(err)
     if md:
         context.set_trailing_metadata(tuple(md))

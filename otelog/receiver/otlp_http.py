@@ -13,7 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from otelog.errors import InvalidArgument, OtelogError
+from otelog import metrics
+from otelog.errors import InvalidArgument, OtelogError, Overloaded, PayloadTooLarge
+from otelog.ingest.limits import Hold
+from otelog.ingest.shedding import count_refused_request
 from otelog.receiver import otlp_json
 from otelog.receiver.body import decompress_capped, read_capped
 from otelog.receiver.errors import http_status, status_message
@@ -46,8 +49,9 @@ def _error(
 def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Starlette:
     async def export(
         request: Request,
-        from_pb: Callable[[bytes], Awaitable[ExportResult]],
-        from_json: Callable[[bytes], Awaitable[ExportResult]],
+        signal: str,
+        from_pb: Callable[[bytes, Hold], Awaitable[ExportResult]],
+        from_json: Callable[[bytes, Hold], Awaitable[ExportResult]],
         response_pb: Callable[[ExportResult], bytes],
         response_json: Callable[[ExportResult], bytes],
     ) -> Response:
@@ -59,30 +63,58 @@ def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Sta
                 f"use {PROTOBUF} or {JSON}",
                 JSON,
             )
+        # The body's bytes count against the ingest budget from before it is read until
+        # it joins the writer's queue: a client ignoring 429s cannot grow memory past it.
+        hold = Hold(handler.control.budget)
         try:
-            body = await read_capped(
-                request.stream(), request.headers.get("content-length"), max_body
-            )
-            body = decompress_capped(
-                body, request.headers.get("content-encoding", ""), max_decompressed
-            )
-            res = await (from_pb(body) if kind == PROTOBUF else from_json(body))
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) <= max_body:
+                hold.grow(int(declared))  # refused here without reading a byte of the body
+            body = await read_capped(request.stream(), declared, max_body, hold.at_least)
+            body = decompress(body, request.headers.get("content-encoding", ""), hold)
+            hold.resize(len(body))
+            res = await (from_pb(body, hold) if kind == PROTOBUF else from_json(body, hold))
         except Exception as e:  # noqa: BLE001 - every error maps to a status
             if not isinstance(e, OtelogError):
                 log.exception("export failed")
+            count_refused_request(signal, e)
             code, message, headers = http_status(e)
             return _error(code, message, kind, headers)
+        finally:
+            hold.release()
         if kind == PROTOBUF:
             return Response(response_pb(res), 200, media_type=PROTOBUF)
         return Response(response_json(res), 200, media_type=JSON)
 
-    async def logs_from_json(body: bytes) -> ExportResult:
-        req = otlp_json.logs_request_from_json(body)
-        return await handler.export_logs(req.SerializeToString())
+    def decompress(body: bytes, encoding: str, hold: Hold) -> bytes:
+        """Decompressed within max_decompressed and within what the budget has left."""
+        if encoding.strip().lower() in ("", "identity"):
+            return body
+        budget = hold.budget
+        room = budget.limit - budget.used()
+        cap = min(max_decompressed, room)
+        try:
+            out = decompress_capped(body, encoding, max(cap, 0))
+        except PayloadTooLarge:
+            if cap < max_decompressed:
+                raise Overloaded(1.0, "ingest queue full, retry later") from None
+            raise
+        hold.at_least(len(body) + len(out))  # both are alive until the caller drops `body`
+        return out
 
-    async def traces_from_json(body: bytes) -> ExportResult:
+    async def logs_from_pb(body: bytes, hold: Hold) -> ExportResult:
+        return await handler.export_logs(body, hold=hold)
+
+    async def traces_from_pb(body: bytes, hold: Hold) -> ExportResult:
+        return await handler.export_traces(body, hold=hold)
+
+    async def logs_from_json(body: bytes, hold: Hold) -> ExportResult:
+        req = otlp_json.logs_request_from_json(body)
+        return await handler.export_logs(req.SerializeToString(), hold=hold)
+
+    async def traces_from_json(body: bytes, hold: Hold) -> ExportResult:
         req = otlp_json.traces_request_from_json(body)
-        return await handler.export_traces(req.SerializeToString(), req=req)
+        return await handler.export_traces(req.SerializeToString(), req=req, hold=hold)
 
     def logs_pb(r: ExportResult) -> bytes:
         resp = ExportLogsServiceResponse()
@@ -101,7 +133,8 @@ def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Sta
     async def v1_logs(request: Request) -> Response:
         return await export(
             request,
-            handler.export_logs,
+            metrics.SIGNAL_LOGS,
+            logs_from_pb,
             logs_from_json,
             logs_pb,
             lambda r: otlp_json.logs_response_json(r.rejected, r.message),
@@ -110,7 +143,8 @@ def build_app(handler: OtlpHandler, max_body: int, max_decompressed: int) -> Sta
     async def v1_traces(request: Request) -> Response:
         return await export(
             request,
-            handler.export_traces,
+            metrics.SIGNAL_TRACES,
+            traces_from_pb,
             traces_from_json,
             traces_pb,
             lambda r: otlp_json.traces_response_json(r.rejected, r.message),

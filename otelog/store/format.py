@@ -280,3 +280,51 @@ def decode_resources(data: bytes) -> list[tuple[str, str, bytes, bytes]]:
         (flat[i].decode(), flat[i + 1].decode(), flat[i + 2], flat[i + 3])
         for i in range(0, len(flat), 4)
     ]
+
+
+# ---- meta: alert rules and the state of their alerts (otelog/alerting)
+
+RULE_PREFIX = b"rule/"
+ALERT_PREFIX = b"alert/"
+
+
+def rule_prefix(tenant: str | None = None) -> bytes:
+    """Every rule (tenant None) or every rule of a tenant."""
+    return RULE_PREFIX + (tenant_prefix(tenant) if tenant is not None else b"")
+
+
+def rule_key(tenant: str, rule_id: str) -> bytes:
+    return rule_prefix(tenant) + rule_id.encode()
+
+
+def parse_rule_key(key: bytes) -> tuple[str, str]:
+    """(tenant, rule id) of a `rule/` key."""
+    o = len(RULE_PREFIX)
+    n = key[o]
+    return key[o + 1 : o + 1 + n].decode(), key[o + 1 + n :].decode()
+
+
+def alert_prefix(tenant: str | None = None, rule_id: str | None = None) -> bytes:
+    """Every alert, every alert of a tenant, or every alert of one rule."""
+    p = ALERT_PREFIX
+    if tenant is not None:
+        p += tenant_prefix(tenant)
+        if rule_id is not None:
+            r = rule_id.encode()
+            p += bytes([len(r)]) + r
+    return p
+
+
+def alert_key(tenant: str, rule_id: str, alert_id: str) -> bytes:
+    """alert_id: the fingerprint of rule and group, 16 hex digits, stored as 8 bytes."""
+    return alert_prefix(tenant, rule_id) + bytes.fromhex(alert_id)
+
+
+def parse_alert_key(key: bytes) -> tuple[str, str, str]:
+    """(tenant, rule id, alert id) of an `alert/` key."""
+    o = len(ALERT_PREFIX)
+    n = key[o]
+    tenant = key[o + 1 : o + 1 + n].decode()
+    o += 1 + n
+    m = key[o]
+    return tenant, key[o + 1 : o + 1 + m].decode(), key[o + 1 + m :].hex()

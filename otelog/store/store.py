@@ -70,6 +70,8 @@ class Store:
         self._last_seg_id = 0
         self._merge_lock = threading.Lock()
         self._garbage: list[tuple[float, list[SegmentReader]]] = []
+        self._unsealed_rows = 0  # counters for unsealed(), changed under _lock
+        self._unsealed_bytes = 0
         self._load_catalog()
         self._collect_orphans()
         self._next_seq = self._recover_next_seq()
@@ -158,12 +160,19 @@ class Store:
             if mt is None:
                 mt = self._active[tenant] = Memtable(tenant)
             mt.add(batch, wal_seq, receipt_ns, raw)
+            self._unsealed_rows += len(batch)
+            self._unsealed_bytes += len(raw)
 
     def fresh_stats(self) -> tuple[int, float]:
         with self._lock:
             rows = sum(m.rows for m in self._active.values())
             age = max((m.age() for m in self._active.values() if m.rows), default=0.0)
         return rows, age
+
+    def unsealed(self) -> tuple[int, int]:
+        """(rows, request bytes) committed but not yet in a segment: the active memtables
+        and the ones being sealed, all held in memory."""
+        return self._unsealed_rows, self._unsealed_bytes
 
     def _new_seg_id(self) -> int:
         # time-ordered and unique: ms since the epoch in the high bits
@@ -200,6 +209,8 @@ class Store:
                 with self._lock:
                     self._segments.setdefault(m.tenant, {})[seg_id] = reader
                     self._sealing.remove(m)
+                    self._unsealed_rows -= m.rows
+                    self._unsealed_bytes -= sum(len(raw) for _, _, raw in m.requests)
                 sealed += m.rows
             return sealed
 
