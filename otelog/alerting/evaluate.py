@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from otelog.alerting.rules import Rule, format_duration
+from otelog.alerting.rules import COMPARISONS, Rule, format_duration
 
 __all__ = [
     "ACTIVE",
@@ -120,17 +120,8 @@ def measure(rule: Rule, m: np.ndarray) -> Measurement:
 
 
 def _holds(op: str, value: np.ndarray, t: float) -> np.ndarray:
-    if op == ">":
-        return value > t
-    if op == ">=":
-        return value >= t
-    if op == "<":
-        return value < t
-    if op == "<=":
-        return value <= t
-    if op == "==":
-        return value == t
-    return value != t
+    result: np.ndarray = COMPARISONS[op](value, t)
+    return result
 
 
 def measure_self(rule: Rule, value: float) -> tuple[float, bool]:

@@ -21,7 +21,9 @@ baseline is near zero does not page on its third error of the hour.
 from __future__ import annotations
 
 import json
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -106,18 +108,7 @@ class Condition:
         return KINDS[self.metric]
 
     def holds(self, value: float) -> bool:
-        op, t = self.op, self.threshold
-        if op == ">":
-            return value > t
-        if op == ">=":
-            return value >= t
-        if op == "<":
-            return value < t
-        if op == "<=":
-            return value <= t
-        if op == "==":
-            return value == t
-        return value != t
+        return bool(COMPARISONS[self.op](value, self.threshold))
 
     def __str__(self) -> str:
         if self.metric == "absent":
@@ -126,6 +117,17 @@ class Condition:
         # exact: the text is what is stored, and must read back to the same threshold
         num = str(int(t)) if t.is_integer() and abs(t) < 1e15 else repr(t)
         return f"{self.metric} {self.op} {num}"
+
+
+# one table for scalars (self rules) and numpy arrays (every group of a rule at once)
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 @dataclass(frozen=True)

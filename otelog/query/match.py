@@ -6,7 +6,9 @@ one evaluation per record.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
+from typing import Any
 
 from otelog.model import LEVEL_NAMES
 from otelog.query.ast import And, Compare, MatchAll, Node, Not, Or, Text, TimeRef
@@ -25,18 +27,18 @@ def value_text(v: object) -> str:
     return str(v)
 
 
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
 def _cmp(op: str, a: float | str, b: float | str) -> bool:
-    if op == "=":
-        return a == b
-    if op == "!=":
-        return a != b
-    if op == ">":
-        return a > b  # type: ignore[operator]
-    if op == ">=":
-        return a >= b  # type: ignore[operator]
-    if op == "<":
-        return a < b  # type: ignore[operator]
-    return a <= b  # type: ignore[operator]
+    return _OPS[op](a, b)
 
 
 def _num(x: str) -> float | None:
