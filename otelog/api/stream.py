@@ -19,12 +19,12 @@ import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from otelog.api.rest import log_json
 from otelog.api.tail import (
     SubscriberTooSlow,
     TailClosed,
@@ -38,30 +38,10 @@ from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.model import log_id_str
 from otelog.query.ast import And, Compare, MatchAll, Node, Or
 from otelog.query.parser import parse
-from otelog.query.rows import LogRow
 
 CLOSE_BAD_REQUEST = 1008  # policy violation: the request can never succeed as sent
 CLOSE_TOO_SLOW = 1013  # try again later
 CLOSE_GOING_AWAY = 1001
-
-
-def rfc3339_ns(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-
-
-def record_json(row: LogRow) -> dict[str, Any]:
-    return {
-        "log_id": log_id_str(row.log_id),
-        "timestamp": rfc3339_ns(row.ts),
-        "service": row.service,
-        "level": row.level_name,
-        "message": row.body,
-        "trace_id": row.trace_id or None,
-        "span_id": row.span_id or None,
-        "host": row.host or None,
-        "attributes": row.attributes(),
-    }
 
 
 def _finite(v: Any) -> Any:
@@ -152,7 +132,7 @@ async def _send_records(ws: WebSocket, hub: TailHub, node: Node, after: int | No
     try:
         async with contextlib.aclosing(tail_rows(hub, node, after)) as rows:
             async for row in rows:
-                await ws.send_text(dumps(record_json(row)))
+                await ws.send_text(dumps(log_json(row)))
     except TailError as e:
         code = CLOSE_GOING_AWAY if isinstance(e, TailClosed) else CLOSE_TOO_SLOW
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
