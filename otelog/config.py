@@ -52,6 +52,22 @@ class Config:
     alert_external_url: str = ""
     alert_builtin_rules: bool = False
     alert_builtin_webhooks: str = ""
+    # object storage (MinIO or any S3): the cold tier and s3:// exports
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = False
+    s3_region: str = ""
+    s3_timeout_seconds: float = 10.0
+    # data lifecycle (otelog/lifecycle): the default retention policy, tiering, deletes
+    hot_days: float = 7.0
+    cold_days: float = 365.0
+    cold_destination: str = "s3://otelog/cold"
+    retention_file: str = ""
+    cold_cache_dir: str = ""
+    cold_cache_bytes: int = 1 << 30
+    lifecycle_interval_seconds: float = 60.0
+    erase_deadline_hours: float = 24.0
     log_level: str = "info"
 
 
@@ -93,6 +109,24 @@ _HELP = {
     "alert_external_url": "base URL of this server in notifications (default: from api-listen)",
     "alert_builtin_rules": "alert on otelog's own ingestion lag and dropped records",
     "alert_builtin_webhooks": "comma-separated Alertmanager URLs for the built-in rules",
+    "s3_endpoint": "host:port of the S3/MinIO server for the cold tier and exports "
+    "(empty: no object storage; data stays hot until it expires)",
+    "s3_access_key": "S3 access key",
+    "s3_secret_key": "S3 secret key",
+    "s3_secure": "use HTTPS to reach S3",
+    "s3_region": "S3 region (empty: the server's)",
+    "s3_timeout_seconds": "timeout of one S3 request; past it tiering retries later and cold "
+    "queries fail with a clear error",
+    "hot_days": "default policy: days records stay in RocksDB",
+    "cold_days": "default policy: days records stay in object storage after their hot days",
+    "cold_destination": "default policy: where cold segments go (s3://bucket/prefix)",
+    "retention_file": "TOML file of retention policies, applied at start "
+    "([[policy]] name, query, hot_days, cold_days, destination, priority)",
+    "cold_cache_dir": "local cache of cold-segment parts (default: DATA_DIR/cold-cache)",
+    "cold_cache_bytes": "size bound of the cold cache",
+    "lifecycle_interval_seconds": "seconds between retention, tiering and erase passes",
+    "erase_deadline_hours": "a deletion request not erased within this is overdue "
+    "(metric otelog_deletion_requests_overdue)",
     "log_level": "debug, info, warning, error",
 }
 

@@ -135,3 +135,15 @@ def otelog(otelog_factory: Any) -> OtelogProcess:
     """A fresh server with its own data dir."""
     server: OtelogProcess = otelog_factory()
     return server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real S3 server (seaweedfs `weed mini`) for the whole session."""
+    from s3server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
