@@ -14,6 +14,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from pyroaring import BitMap
+
 from otelog.receiver.decode import DecodeLimits, decode_logs
 from otelog.store.memtable import Memtable
 from otelog.store.merge import merge_segments
@@ -41,8 +43,15 @@ def _build(
     return build_segment(tenant, seg_id, batches)
 
 
-def _merge(tenant: str, seg_id: int, inputs: list[tuple[SegmentMeta, SegmentData]]) -> BuiltSegment:
-    return merge_segments(tenant, seg_id, [SegmentReader(data, meta) for meta, data in inputs])
+def _merge(
+    tenant: str,
+    seg_id: int,
+    inputs: list[tuple[SegmentMeta, SegmentData]],
+    keep: list[bytes | None] | None,
+) -> BuiltSegment:
+    readers = [SegmentReader(data, meta) for meta, data in inputs]
+    keeps = None if keep is None else [None if k is None else BitMap.deserialize(k) for k in keep]
+    return merge_segments(tenant, seg_id, readers, keeps)
 
 
 class ProcessSegmentBuilder:
@@ -63,7 +72,13 @@ class ProcessSegmentBuilder:
                 self._pool = None
         return build_in_process(tenant, seg_id, memtable)
 
-    def merge(self, tenant: str, seg_id: int, inputs: list[SegmentReader]) -> BuiltSegment:
+    def merge(
+        self,
+        tenant: str,
+        seg_id: int,
+        inputs: list[SegmentReader],
+        keep: list[BitMap | None] | None = None,
+    ) -> BuiltSegment:
         """Merge in the worker: the main process only reads the inputs' bytes (RocksDB,
         in C) and writes the result; decompressing, re-sorting, re-compressing and
         remapping postings happen on the other core."""
@@ -72,12 +87,13 @@ class ProcessSegmentBuilder:
                 (s.meta, SegmentData.of(s.db, s.meta, s.terms()))  # type: ignore[arg-type]
                 for s in inputs
             ]
+            keep_b = None if keep is None else [None if k is None else k.serialize() for k in keep]
             try:
-                return self._pool.submit(_merge, tenant, seg_id, payload).result()
+                return self._pool.submit(_merge, tenant, seg_id, payload, keep_b).result()
             except BrokenProcessPool:
                 log.error("segment worker died; merging in-process from now on")
                 self._pool = None
-        return merge_segments(tenant, seg_id, inputs)
+        return merge_segments(tenant, seg_id, inputs, keep)
 
     def close(self) -> None:
         if self._pool is not None:

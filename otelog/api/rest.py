@@ -17,7 +17,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -38,8 +38,8 @@ from otelog.errors import InvalidArgument, Overloaded, QuerySyntaxError
 from otelog.model import Level, level_of, log_id_str
 from otelog.query.ast import Text
 from otelog.query.duration import parse_duration_ns
-from otelog.query.rows import LogRow
 from otelog.query.service import PageRequest, QueryService
+from otelog.query.shape import log_json, rfc3339
 
 __all__ = ["LogExporter", "parse_rfc3339_ns", "routes"]
 
@@ -114,11 +114,6 @@ def parse_rfc3339_ns(text: str) -> int:
     base, frac, tz = m.groups()
     dt = datetime.fromisoformat(base.replace("t", "T") + ("+00:00" if tz in "Zz" else tz))
     return int(dt.timestamp()) * 10**9 + int((frac or "").ljust(9, "0"))
-
-
-def _rfc3339(ns: int) -> str:
-    secs, frac = divmod(ns, 10**9)
-    return f"{datetime.fromtimestamp(secs, UTC):%Y-%m-%dT%H:%M:%S}.{frac:09d}Z"
 
 
 def _level(value: object, name: str) -> Level:
@@ -200,7 +195,7 @@ def _timestamp(v: object, name: str, now_ns: int, limits: IngestLimits) -> int:
     # the decoder would refuse such a record as a partial success; refusing the request
     # here instead keeps the answer's log ids in step with the records sent
     if ns < limits.min_ts_ns:
-        raise BadRequest(f"{name}: before {_rfc3339(limits.min_ts_ns)}")
+        raise BadRequest(f"{name}: before {rfc3339(limits.min_ts_ns)}")
     if ns > now_ns + limits.max_future_ns:
         raise BadRequest(f"{name}: more than {limits.max_future_ns // 10**9} s in the future")
     return ns
@@ -384,31 +379,6 @@ def _time_param(text: str, name: str) -> tuple[str | None, int | None]:
             f"{name}: expected a duration such as '2h' (that long ago) or an RFC 3339 time "
             "such as '2026-11-25T10:00:00Z'"
         ) from None
-
-
-def _json_safe(v: Any) -> Any:
-    """Attribute values as strict JSON: NaN and infinities (valid in OTLP) as strings."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_json_safe(x) for x in v]
-    return v
-
-
-def log_json(r: LogRow) -> dict[str, Any]:
-    return {
-        "log_id": log_id_str(r.log_id),
-        "timestamp": _rfc3339(r.ts),
-        "service": r.service,
-        "level": r.level_name,
-        "message": r.body,
-        "trace_id": r.trace_id or None,
-        "span_id": r.span_id or None,
-        "host": r.host or None,
-        "attributes": _json_safe(r.attributes()),
-    }
 
 
 # ---- routes

@@ -24,7 +24,6 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from otelog.api.rest import log_json
 from otelog.api.tail import (
     SubscriberTooSlow,
     TailClosed,
@@ -38,6 +37,7 @@ from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.model import log_id_str
 from otelog.query.ast import And, Compare, MatchAll, Node, Or
 from otelog.query.parser import parse
+from otelog.query.shape import log_json
 
 CLOSE_BAD_REQUEST = 1008  # policy violation: the request can never succeed as sent
 CLOSE_TOO_SLOW = 1013  # try again later

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from otelog.errors import InvalidArgument, OtelogError
 from otelog.model import DEFAULT_TENANT, LogBatch, log_id_str
 from otelog.query.ast import And, Compare, Node, Not, Or, TimeRef
-from otelog.query.execute import Searcher
+from otelog.query.execute import Searcher, tombstones_of
 from otelog.query.match import Matcher, compile_matcher, value_text
 from otelog.query.parser import parse
 from otelog.query.resume import records_after
@@ -301,6 +301,8 @@ class TailHub:
         # rows are built at most once per batch, shared by every topic and subscriber
         built: list[LogRow | None] = [None] * len(batch)
         resources = self._resources
+        # a record committed while a deletion request was being recorded may fall under it
+        hide = [t for t in tombstones_of(self.store, tenant) if t.max_lid >= batch.log_id[0]]
         for topic in list(topics.values()):
             idx = topic.candidates(batch, services)
             if not idx:
@@ -311,7 +313,9 @@ class TailHub:
                 row = built[i]
                 if row is None:
                     row = built[i] = row_from_batch(batch, i, resources)
-                if m(row):
+                if m(row) and not (
+                    hide and any(row.log_id <= t.max_lid and t.matcher(row) for t in hide)
+                ):
                     matched.append(row)
             if not matched:
                 continue

@@ -19,9 +19,10 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from otelog.errors import InvalidArgument, OtelogError
+from otelog.store.cold import ColdUnavailable
 
 
-class ObjectStoreUnavailable(OtelogError):
+class ObjectStoreUnavailable(ColdUnavailable):
     """The object store did not answer, or refused: retry later; nothing was lost."""
 
 

@@ -13,9 +13,11 @@ from otelog.anyvalue import attribute_terms
 from otelog.model import LogBatch
 from otelog.query.ast import And, Compare, MatchAll, Node, Not, Or, Text, TimeRef
 from otelog.query.match import Matcher, compile_matcher, value_text
+from otelog.query.parser import parse
 from otelog.query.plan import TimeWindow, levels_matching, time_window
 from otelog.query.rows import LogRow, ResourceCache, row_from_batch, row_from_record
 from otelog.store import format as fmt
+from otelog.store.deletions import ERASED
 from otelog.store.segment import SegmentReader, bitmap_of, rows_array
 from otelog.store.store import Store
 from otelog.store.tokens import is_indexed_token, word_tokens
@@ -208,15 +210,89 @@ def _cursor_limit(seg: SegmentReader, cursor: Cursor) -> int:
     return lo + int(np.searchsorted(seg.lid[lo:hi], c_lid, "left"))
 
 
+@dataclass
+class _Tombstone:
+    """An active deletion request, parsed once: it hides rows with log id <= max_lid."""
+
+    id: str
+    node: Node
+    now_ns: int
+    max_lid: int
+    matcher: Matcher
+
+
+def tombstones_of(store: Store, tenant: str) -> list[_Tombstone]:
+    out = []
+    for d in store.deletions(tenant):
+        if d.state == ERASED:
+            continue  # none of its rows is left anywhere
+        key = ("tombstone", d.id)
+        t = store.query_cache.get(key)
+        if t is None:
+            node = parse(d.query)
+            t = store.query_cache[key] = _Tombstone(
+                d.id, node, d.now_ns, d.max_log_id, compile_matcher(node, d.now_ns)
+            )
+        assert isinstance(t, _Tombstone)
+        out.append(t)
+    return out
+
+
 class Searcher:
-    """Runs queries against one tenant's snapshot of the store."""
+    """Runs queries against one tenant's snapshot of the store.
+
+    Rows of active deletion requests (tombstones) are left out of every answer: searches,
+    matches (aggregations, exports), traces and resumes all start from `_segment_rows`,
+    `_fresh_hidden` or `hidden_rows`.
+    """
 
     def __init__(self, store: Store, tenant: str) -> None:
         self.store = store
         self.tenant = tenant
         self.resources = ResourceCache()
+        self.tombstones = tombstones_of(store, tenant)
+
+    def hidden_rows(
+        self, seg: SegmentReader, tombstones: list[_Tombstone] | None = None
+    ) -> BitMap:
+        """Rows of a sealed segment that tombstones hide. Segments are immutable, so the
+        answer is cached per segment and set of tombstones."""
+        ts_list = self.tombstones if tombstones is None else tombstones
+        if not ts_list:
+            return BitMap()
+        ids = tuple(sorted(t.id for t in ts_list))
+        key = ("hidden", seg.meta.id)
+        cached = self.store.query_cache.get(key)
+        if isinstance(cached, tuple) and cached[0] == ids:
+            return cached[1]  # type: ignore[no-any-return]
+        hidden = BitMap()
+        lid = seg.lid
+        for t in ts_list:
+            if not len(lid) or int(lid.min()) > t.max_lid:
+                continue  # every row came after the request
+            rows = self._matching_rows(seg, t.node, TimeWindow(), t.now_ns, t.matcher)
+            if rows and int(lid.max()) > t.max_lid:
+                rows &= bitmap_of(np.flatnonzero(lid <= t.max_lid))
+            hidden |= rows
+        self.store.query_cache[key] = (ids, hidden)
+        return hidden
+
+    def _fresh_hidden(self, b: LogBatch, i: int) -> bool:
+        lid = b.log_id[i]
+        for t in self.tombstones:
+            if lid <= t.max_lid and t.matcher(row_from_batch(b, i, self.resources)):
+                return True
+        return False
 
     def _segment_rows(
+        self, seg: SegmentReader, node: Node, window: TimeWindow, now_ns: int, matcher: Matcher
+    ) -> BitMap:
+        bm = self._matching_rows(seg, node, window, now_ns, matcher)
+        if self.tombstones and bm:
+            bm -= self.hidden_rows(seg)
+        return bm
+
+    def _matching_rows(
         self, seg: SegmentReader, node: Node, window: TimeWindow, now_ns: int, matcher: Matcher
     ) -> BitMap:
         ev = _SegmentEval(self.store, self.tenant, seg, now_ns)
@@ -320,6 +396,8 @@ class Searcher:
                 continue
             if not matcher(row_from_batch(b, i, self.resources)):
                 continue
+            if self.tombstones and self._fresh_hidden(b, i):
+                continue
             n += 1
             if limit > 0 and (cursor is None or (t, b.log_id[i]) < cursor):
                 cands.append((t, b.log_id[i], b, i))
@@ -347,7 +425,9 @@ class Searcher:
             rows = [
                 i
                 for i, t in enumerate(b.ts)
-                if ws <= t < we and (everything or matcher(row_from_batch(b, i, self.resources)))
+                if ws <= t < we
+                and (everything or matcher(row_from_batch(b, i, self.resources)))
+                and not (self.tombstones and self._fresh_hidden(b, i))
             ]
             if rows:
                 out.fresh.append((b, rows))
@@ -361,15 +441,20 @@ class Searcher:
         segs = {s.meta.id: s for s in snap.segments}
         rows: list[LogRow] = []
         term = fmt.T_TRACE + trace_id
+        found: list[tuple[SegmentReader, BitMap]] = []
         for seg_id, value in self.store.posting_scan(self.tenant, term):
             seg = segs.get(seg_id)
-            if seg is None:
-                continue
-            bm = seg.decode_posting(term, value)
+            if seg is not None:
+                found.append((seg, seg.decode_posting(term, value)))
+        # cold segments hold their postings in their objects: one index page each
+        found += [(seg, seg.posting(term)) for seg in snap.segments if seg.meta.cold]
+        for seg, bm in found:
+            if self.tombstones and bm:
+                bm = bm - self.hidden_rows(seg)
             rows.extend(self.segment_row(seg, r) for r in bm.to_array().tolist())
         for b in snap.fresh:
             for i, t in enumerate(b.trace_id):
-                if t == trace_id:
+                if t == trace_id and not (self.tombstones and self._fresh_hidden(b, i)):
                     rows.append(row_from_batch(b, i, self.resources))
         rows.sort(key=lambda r: (r.ts, r.log_id))
         return rows

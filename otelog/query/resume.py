@@ -82,6 +82,8 @@ def _segment_candidates(
     within = bitmap_of(newer)
     # `within` lets full-text scans read only the blocks that hold newer rows
     bm, exact = _SegmentEval(s.store, s.tenant, seg, now_ns).eval(node, within)
+    if s.tombstones and bm:
+        bm -= s.hidden_rows(seg)
     rows = rows_array(bm & within)
     if not len(rows):
         return
@@ -114,7 +116,7 @@ def _fresh_candidates(
     taken = 0
     for i in range(start, len(b)):
         row = row_from_batch(b, i, s.resources)
-        if matcher(row):
+        if matcher(row) and not (s.tombstones and s._fresh_hidden(b, i)):
             out.append((row.log_id, row, None, i))
             taken += 1
             if taken >= limit:

@@ -113,6 +113,15 @@ class Database:
     def write(self, wb: WriteBatch, sync: bool) -> None:
         self.db.write(wb, self._sync if sync else self._nosync)
 
+    def write_one(self, cf: str, key: bytes, value: bytes | None, sync: bool = False) -> None:
+        """Put (or, with None, delete) one key."""
+        wb = self.batch()
+        if value is None:
+            self.delete(wb, cf, key)
+        else:
+            self.put(wb, cf, key, value)
+        self.write(wb, sync)
+
     def get(self, cf: str, key: bytes) -> bytes | None:
         v = self.cf[cf].get(key)
         return v  # type: ignore[no-any-return]

@@ -328,3 +328,24 @@ def parse_alert_key(key: bytes) -> tuple[str, str, str]:
     o += 1 + n
     m = key[o]
     return tenant, key[o + 1 : o + 1 + m].decode(), key[o + 1 + m :].hex()
+
+
+# ---- meta: export jobs (otelog/lifecycle/export.py)
+
+EXPORT_PREFIX = b"exp/"
+
+
+def export_prefix(tenant: str | None = None) -> bytes:
+    """Every export job (tenant None) or every export job of a tenant."""
+    return EXPORT_PREFIX + (tenant_prefix(tenant) if tenant is not None else b"")
+
+
+def export_key(tenant: str, job_id: str) -> bytes:
+    return export_prefix(tenant) + job_id.encode()
+
+
+def parse_export_key(key: bytes) -> tuple[str, str]:
+    """(tenant, job id) of an `exp/` key."""
+    o = len(EXPORT_PREFIX)
+    n = key[o]
+    return key[o + 1 : o + 1 + n].decode(), key[o + 1 + n :].decode()

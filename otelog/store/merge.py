@@ -36,11 +36,30 @@ def _attr_key(term: bytes) -> str | None:
     return kt[0][0] if kt else None
 
 
-def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> BuiltSegment:
+def merge_segments(
+    tenant: str,
+    seg_id: int,
+    inputs: list[SegmentReader],
+    keep: list[BitMap | None] | None = None,
+) -> BuiltSegment:
+    """One segment of every row of `inputs`, or only the rows `keep[i]` lists of input i
+    (None keeps all): how expired and erased rows leave a segment, postings included."""
     ts = np.concatenate([s.ts for s in inputs])
     lid = np.concatenate([s.lid for s in inputs])
     level = np.concatenate([s.level for s in inputs])
     offsets = np.cumsum([0] + [s.meta.rows for s in inputs])
+    # global row numbers that stay, in input order
+    if keep is None or all(k is None for k in keep):
+        sel = np.arange(len(ts), dtype=np.int64)
+    else:
+        sel = np.concatenate(
+            [
+                np.arange(s.meta.rows, dtype=np.int64) + offsets[n]
+                if keep[n] is None
+                else rows_array(keep[n]).astype(np.int64) + offsets[n]  # type: ignore[arg-type]
+                for n, s in enumerate(inputs)
+            ]
+        )
     # one resource table: identical (resource, scope) pairs collapse
     table: dict[tuple[bytes, bytes], int] = {}
     resources: list[tuple[str, str, bytes, bytes]] = []
@@ -54,11 +73,13 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
             remap[i] = idx
         res_parts.append(remap[s.res.astype(np.int64)])
     res = np.concatenate(res_parts)
+    ts, lid, level, res = ts[sel], lid[sel], level[sel], res[sel]
     order = np.lexsort((lid, ts))
-    inv = np.empty_like(order)
-    inv[order] = np.arange(len(order))
+    # old global row -> new row; -1 for a row that does not stay
+    inv = np.full(int(offsets[-1]), -1, dtype=np.int64)
+    inv[sel[order]] = np.arange(len(order))
     recs_all = [r for s in inputs for blk in range(s.meta.blocks) for r in s.block(blk)]
-    recs = [recs_all[i] for i in order.tolist()]
+    recs = [recs_all[i] for i in sel[order].tolist()]
     ts, lid, level, res = ts[order], lid[order], level[order], res[order]
 
     # postings: union of every input's bitmap of a term, in new row numbers
@@ -73,8 +94,10 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
         for t, v in zip(terms, stored, strict=True):
             if v is None or v[:1] == fmt.POSTING_RESOURCES:
                 continue  # resource-level terms are rebuilt from the merged resource table
-            rows = rows_array(s.decode_posting(t, v)).astype(np.int64) + base
-            per_term.setdefault(t, []).append(inv[rows])
+            new = inv[rows_array(s.decode_posting(t, v)).astype(np.int64) + base]
+            new = new[new >= 0]
+            if len(new):
+                per_term.setdefault(t, []).append(new)
     # attribute keys: a key unindexed anywhere, or over budget once merged, loses postings
     distinct: dict[str, int] = {}
     key_of: dict[bytes, str] = {}
@@ -94,6 +117,14 @@ def merge_segments(tenant: str, seg_id: int, inputs: list[SegmentReader]) -> Bui
             continue
         rows_u32 = (np.concatenate(parts) if len(parts) > 1 else parts[0]).astype(np.uint32)
         values[t] = bitmap_bytes(BitMap(array.array("I", rows_u32.tobytes())))
+    if len(sel) < len(inv):
+        # a resource no remaining row uses must not stay: its service, host and attributes
+        # would still answer term lookups (and a GDPR erase must remove them)
+        used = np.unique(res)
+        remap = np.full(len(resources), -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        resources = [resources[i] for i in used.tolist()]
+        res = remap[res.astype(np.int64)].astype(np.uint32)
     values.update(encode_resource_postings(resource_terms(resources)))
     postings, kept_terms = encode_postings(tenant, seg_id, values)
 

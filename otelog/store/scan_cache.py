@@ -43,6 +43,13 @@ class ScanCache:
                 _, (offs, data) = self._items.popitem(last=False)
                 self._bytes -= len(data) + offs.nbytes
 
+    def forget(self, seg_id: int) -> None:
+        """Drop a replaced segment's blocks (an erased record must not linger in memory)."""
+        with self._lock:
+            for key in [k for k in self._items if k[0] == seg_id]:
+                offs, data = self._items.pop(key)
+                self._bytes -= len(data) + offs.nbytes
+
     @property
     def size(self) -> int:
         return self._bytes

@@ -45,6 +45,9 @@ class SegmentMeta:
     # attribute keys present in the segment without postings, as "a:key" / "r:key"
     unindexed: list[str] = field(default_factory=list)
     level_counts: list[int] = field(default_factory=lambda: [0] * 7)
+    # set once the segment lives in object storage: its object (s3://bucket/key) and size
+    cold: str = ""
+    cold_bytes: int = 0
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

@@ -12,9 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from pyroaring import BitMap
+
 from otelog.model import LogBatch, SpanBatch
 from otelog.store import format as fmt
+from otelog.store.cold import ColdAccess, ColdSegmentReader, ColdSource
 from otelog.store.db import Database
+from otelog.store.deletions import DeletionRequest, deletion_key, deletion_prefix
 from otelog.store.memtable import Memtable
 from otelog.store.merge import merge_segments, pick_merge, segment_keys
 from otelog.store.scan_cache import ScanCache
@@ -31,7 +35,12 @@ def _gc_key(meta: SegmentMeta) -> bytes:
 
 
 SegmentBuilder = Callable[[str, int, Memtable], BuiltSegment]
-SegmentMerger = Callable[[str, int, list[SegmentReader]], BuiltSegment]
+# (tenant, new id, inputs, rows to keep of each input or None for all)
+SegmentMerger = Callable[[str, int, list[SegmentReader], list[BitMap | None] | None], BuiltSegment]
+
+
+class SegmentGone(Exception):
+    """A segment to rewrite was merged, tiered or rewritten meanwhile: plan again."""
 
 
 def build_in_process(tenant: str, seg_id: int, memtable: Memtable) -> BuiltSegment:
@@ -72,17 +81,33 @@ class Store:
         self._garbage: list[tuple[float, list[SegmentReader]]] = []
         self._unsealed_rows = 0  # counters for unsealed(), changed under _lock
         self._unsealed_bytes = 0
+        # seconds a replaced segment's bytes stay for queries that took a snapshot before
+        self.gc_grace_s = 60.0
+        # object storage for cold segments; the lifecycle fills it in
+        self.cold = ColdAccess()
+        self.cold_deleter: Callable[[str], None] | None = None
+        # caches of the query layer keyed by immutable segment ids (hidden rows)
+        self.query_cache: dict[object, object] = {}
+        self._deletions: dict[str, dict[str, DeletionRequest]] = {}
         self._load_catalog()
         self._collect_orphans()
         self._next_seq = self._recover_next_seq()
 
     # ---- opening
 
+    def reader(self, meta: SegmentMeta) -> SegmentReader:
+        if meta.cold:
+            return ColdSegmentReader(ColdSource(meta.cold, meta.cold_bytes, self.cold), meta)
+        return SegmentReader(self.db, meta)
+
     def _load_catalog(self) -> None:
         for _key, value in self.db.scan_prefix(fmt.CF_META, b"seg/"):
             meta = SegmentMeta.decode(value)
-            self._segments.setdefault(meta.tenant, {})[meta.id] = SegmentReader(self.db, meta)
+            self._segments.setdefault(meta.tenant, {})[meta.id] = self.reader(meta)
             self._last_seg_id = max(self._last_seg_id, meta.id)
+        for _key, value in self.db.scan_prefix(fmt.CF_META, deletion_prefix()):
+            d = DeletionRequest.decode(value)
+            self._deletions.setdefault(d.tenant, {})[d.id] = d
         for key, _ in self.db.scan_prefix(fmt.CF_META, b"svc/"):
             n = key[4]
             tenant = key[5 : 5 + n].decode()
@@ -91,7 +116,12 @@ class Store:
     def _collect_orphans(self) -> None:
         """Segments merged away before a crash: their catalog entry is gone, data remains."""
         for key, value in list(self.db.scan_prefix(fmt.CF_META, GC_PREFIX)):
-            self._delete_segment_data(SegmentReader(self.db, SegmentMeta.decode(value)), key)
+            meta = SegmentMeta.decode(value)
+            if meta.cold:
+                # its object goes once object storage is reachable (collect_garbage)
+                self._garbage.append((0.0, [self.reader(meta)]))
+            else:
+                self._delete_segment_data(SegmentReader(self.db, meta), key)
 
     def _recover_next_seq(self) -> int:
         stored = self.db.get(fmt.CF_META, NEXT_SEQ_KEY)
@@ -221,19 +251,23 @@ class Store:
         small_rows: int = 200_000,
         fanin: int = 8,
         max_rows: int = 1_000_000,
-        grace_s: float = 60.0,
+        grace_s: float | None = None,
     ) -> int:
         """Merge one run of small segments, if there is one. Returns the rows merged."""
+        grace_s = self.gc_grace_s if grace_s is None else grace_s
         with self._merge_lock:
             with self._lock:
-                tenants = {t: list(segs.values()) for t, segs in self._segments.items()}
+                tenants = {
+                    t: [s for s in segs.values() if not s.meta.cold]
+                    for t, segs in self._segments.items()
+                }
             for tenant, segs in tenants.items():
                 run = pick_merge(segs, small_rows, fanin, max_rows)
                 if not run:
                     continue
                 with self._lock:
                     seg_id = self._new_seg_id()
-                built = self.segment_merger(tenant, seg_id, run)
+                built = self.segment_merger(tenant, seg_id, run, None)
                 wb = self.db.batch()
                 for k, v in built.columns:
                     self.db.put(wb, fmt.CF_COLS, k, v)
@@ -262,11 +296,135 @@ class Store:
             due = [g for g in self._garbage if force or g[0] <= now]
             self._garbage = [g for g in self._garbage if g not in due]
         gone = [s for _, segs in due for s in segs]
-        for s in gone:
+        hot = [s for s in gone if not s.meta.cold]
+        for s in hot:
             self._delete_segment_data(s, _gc_key(s.meta))
-        if gone:
-            self.compact_deleted(gone)
-        return len(gone)
+        failed: list[SegmentReader] = []
+        for s in gone:
+            if not s.meta.cold:
+                continue
+            try:
+                if self.cold_deleter is None:
+                    raise RuntimeError("no object storage configured")
+                self.cold_deleter(s.meta.cold)
+            except Exception as e:  # noqa: BLE001 - the gc key stays; retried next round
+                log.warning("cannot delete %s yet: %s", s.meta.cold, e)
+                failed.append(s)
+                continue
+            self.db.write_one(fmt.CF_META, _gc_key(s.meta), None)
+        if failed:
+            with self._lock:
+                self._garbage.append((now + 30.0, failed))
+        if hot:
+            self.compact_deleted(hot)
+        return len(gone) - len(failed)
+
+    def garbage_ids(self) -> set[int]:
+        """Ids of replaced segments whose bytes are not gone yet."""
+        with self._lock:
+            return {s.meta.id for _, segs in self._garbage for s in segs}
+
+    # ---- rewriting: expiry, erasure, tiering
+
+    def _free_id_after(self, seg_id: int, taken: set[int]) -> int:
+        # ids are ms << 16: a replacement sorts right after the segment it replaces, so
+        # time order (what merges and pruning rely on) is kept
+        nid = seg_id + 1
+        while nid in taken:
+            nid += 1
+        taken.add(nid)
+        self._last_seg_id = max(self._last_seg_id, nid)
+        return nid
+
+    def new_ids_after(self, seg: SegmentReader, n: int) -> list[int]:
+        """`n` unused segment ids for the replacements of `seg`."""
+        with self._lock:
+            taken = {i for segs in self._segments.values() for i in segs}
+            taken |= {s.meta.id for _, g in self._garbage for s in g}
+            return [self._free_id_after(seg.meta.id, taken) for _ in range(n)]
+
+    def rewrite(self, seg: SegmentReader, keeps: list[BitMap]) -> list[SegmentReader]:
+        """Replace a hot segment by one segment per bitmap of `keeps` (its rows to keep);
+        no bitmap (or only empty ones) drops the segment. The caller holds `rewrite_lock`."""
+        keeps = [k for k in keeps if k]
+        ids = self.new_ids_after(seg, len(keeps))
+        built = [
+            self.segment_merger(seg.meta.tenant, nid, [seg], [k])
+            for nid, k in zip(ids, keeps, strict=True)
+        ]
+        return self.replace_segments(seg.meta.tenant, [seg], built, [])
+
+    def replace_segments(
+        self,
+        tenant: str,
+        old: list[SegmentReader],
+        hot: list[BuiltSegment],
+        cold: list[SegmentMeta],
+    ) -> list[SegmentReader]:
+        """Swap segments in one atomic catalog write: the new hot segments' data and the
+        new cold segments' catalog entries in, the old entries out. The old bytes stay for
+        `gc_grace_s` for queries that took a snapshot before. The caller holds
+        `rewrite_lock`, so no merge replaced `old` meanwhile."""
+        with self._lock:
+            catalog = self._segments.get(tenant, {})
+            for s in old:
+                if catalog.get(s.meta.id) is not s:
+                    raise SegmentGone(f"segment {s.meta.id:x} was replaced meanwhile")
+        wb = self.db.batch()
+        new_ids = {b.meta.id for b in hot} | {m.id for m in cold}
+        for b in hot:
+            for k, v in b.columns:
+                self.db.put(wb, fmt.CF_COLS, k, v)
+            for k, v in b.postings:
+                self.db.put(wb, fmt.CF_POST, k, v)
+            self.db.put(wb, fmt.CF_META, fmt.catalog_key(tenant, b.meta.id), b.meta.encode())
+        for m in cold:
+            self.db.put(wb, fmt.CF_META, fmt.catalog_key(tenant, m.id), m.encode())
+        for s in old:
+            if s.meta.id not in new_ids:
+                self.db.delete(wb, fmt.CF_META, fmt.catalog_key(tenant, s.meta.id))
+            self.db.put(wb, fmt.CF_META, _gc_key(s.meta), s.meta.encode())
+        # synced: the old bytes may be erased right after this (GDPR), so the catalog
+        # must never come back pointing at them
+        self.db.write(wb, sync=True)
+        readers = [self.reader(b.meta) for b in hot] + [self.reader(m) for m in cold]
+        with self._lock:
+            catalog = self._segments.setdefault(tenant, {})
+            for s in old:
+                catalog.pop(s.meta.id, None)
+            for r in readers:
+                catalog[r.meta.id] = r
+            self._garbage.append((time.monotonic() + self.gc_grace_s, list(old)))
+        for s in old:
+            self.scan_cache.forget(s.meta.id)
+        return readers
+
+    @property
+    def rewrite_lock(self) -> threading.Lock:
+        """Held while segments are merged or rewritten, so each sees a current catalog."""
+        return self._merge_lock
+
+    def all_segments(self) -> dict[str, list[SegmentReader]]:
+        with self._lock:
+            return {t: list(segs.values()) for t, segs in self._segments.items()}
+
+    # ---- deletion requests (GDPR)
+
+    def put_deletion(self, d: DeletionRequest) -> None:
+        """Record (synced: a tombstone must outlive a crash) and publish a request."""
+        self.db.write_one(fmt.CF_META, deletion_key(d.tenant, d.id), d.encode(), sync=True)
+        with self._lock:
+            self._deletions.setdefault(d.tenant, {})[d.id] = d
+
+    def deletions(self, tenant: str | None = None) -> list[DeletionRequest]:
+        with self._lock:
+            if tenant is not None:
+                return list(self._deletions.get(tenant, {}).values())
+            return [d for ds in self._deletions.values() for d in ds.values()]
+
+    def max_committed_log_id(self) -> int:
+        """Every record committed so far has a log id at most this (ids are seq << 24)."""
+        return (self._next_seq << 24) - 1
 
     def compact_deleted(self, segments: list[SegmentReader]) -> None:
         """Have RocksDB drop deleted data now rather than whenever its levels fill up.
