@@ -167,6 +167,21 @@ class ObjectStore:
         if errors:
             raise ObjectStoreUnavailable(f"delete in s3://{bucket}: {errors[0]}")
 
+    def delete_all_versions(self, bucket: str, key: str) -> None:
+        """Remove an object and, in a versioned bucket, every older version of it: an
+        erased record must not survive as a noncurrent version."""
+        with _errors("delete", f"s3://{bucket}/{key}"):
+            versions = [
+                DeleteObject(str(o.object_name), o.version_id)
+                for o in self.client.list_objects(bucket, prefix=key, include_version=True)
+                if o.object_name == key
+            ]
+            if not versions:
+                versions = [DeleteObject(key)]
+            errors = list(self.client.remove_objects(bucket, iter(versions)))
+        if errors:
+            raise ObjectStoreUnavailable(f"delete s3://{bucket}/{key}: {errors[0]}")
+
     def list(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, int]]:
         """(key, size) of every object under `prefix`."""
         with _errors("list", f"s3://{bucket}/{prefix}"):

@@ -252,9 +252,7 @@ class Searcher:
         self.resources = ResourceCache()
         self.tombstones = tombstones_of(store, tenant)
 
-    def hidden_rows(
-        self, seg: SegmentReader, tombstones: list[_Tombstone] | None = None
-    ) -> BitMap:
+    def hidden_rows(self, seg: SegmentReader, tombstones: list[_Tombstone] | None = None) -> BitMap:
         """Rows of a sealed segment that tombstones hide. Segments are immutable, so the
         answer is cached per segment and set of tombstones."""
         ts_list = self.tombstones if tombstones is None else tombstones

@@ -94,9 +94,7 @@ def encode_object(
         data += packed
     m = asdict(meta)
     m["cold"] = ""
-    header = fmt.compress(
-        json.dumps({"meta": m, "columns": col_table, "pages": pages}).encode(), 9
-    )
+    header = fmt.compress(json.dumps({"meta": m, "columns": col_table, "pages": pages}).encode(), 9)
     return MAGIC + _U32.pack(len(header)) + header + bytes(data)
 
 
@@ -327,8 +325,9 @@ class ColdSegmentReader(SegmentReader):
         return list(self.source.terms())
 
 
-def object_of_segment(seg: SegmentReader) -> bytes:
-    """Every column and posting of a segment (hot or cold) as one cold object."""
+def object_of_segment(seg: SegmentReader, as_meta: SegmentMeta | None = None) -> bytes:
+    """Every column and posting of a segment (hot or cold) as one cold object, described
+    by `as_meta` (the id the copy will have) when given."""
     m = seg.meta
     prefix = fmt.segment_columns_prefix(m.tenant, m.id)
     columns: dict[bytes, bytes] = {}
@@ -345,4 +344,4 @@ def object_of_segment(seg: SegmentReader) -> bytes:
     for t, v in zip(terms, seg.db.get_many(fmt.CF_POST, pkeys), strict=True):
         if v is not None:
             postings[t] = v
-    return encode_object(m, columns, postings)
+    return encode_object(as_meta or m, columns, postings)

@@ -46,6 +46,9 @@ class DeletionRequest:
     # ids of old segments and objects whose bytes are still to go (grace, compaction)
     pending_gc: list[str] = field(default_factory=list)
     error: str = ""
+    # once erased the query itself (it names the person) is dropped; its SHA-256 stays so
+    # the requester can match the receipt to the request
+    query_sha256: str = ""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

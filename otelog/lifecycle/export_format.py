@@ -1,0 +1,210 @@
+"""Export encodings: pages of log rows in, chunks of bytes out (CSV, JSON lines, Parquet).
+
+Pure: no I/O. Each encoder is a generator of chunks of bytes, so a target pulls them as
+it can store them; memory holds one page (CSV, JSON lines) or one row group (Parquet) of
+records at a time.
+
+JSON lines carry the REST record (`otelog.query.shape.log_json`). CSV and Parquet carry one
+flat table with the resource too; their `attributes` and `resource` are JSON text, so any
+attribute shape fits one column.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from otelog.model import log_id_str
+from otelog.query.rows import LogRow
+from otelog.query.shape import json_safe, log_json, rfc3339
+
+__all__ = ["COLUMNS", "PARQUET_SCHEMA", "ExportFormat", "encode"]
+
+COLUMNS = (
+    "log_id",
+    "timestamp",
+    "service",
+    "level",
+    "host",
+    "trace_id",
+    "span_id",
+    "message",
+    "attributes",
+    "resource",
+)
+PARQUET_SCHEMA = pa.schema(
+    [
+        pa.field("log_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("service", pa.string(), nullable=False),
+        pa.field("level", pa.string(), nullable=False),
+        pa.field("host", pa.string()),
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("attributes", pa.string(), nullable=False),
+        pa.field("resource", pa.string(), nullable=False),
+    ]
+)
+ROW_GROUP_ROWS = 65_536
+
+
+class ExportFormat(enum.Enum):
+    CSV = "csv"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+    @property
+    def extension(self) -> str:
+        return self.value
+
+    @staticmethod
+    def parse(text: str) -> ExportFormat:
+        try:
+            return ExportFormat[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown format {text[:40]!r}; use CSV, JSONL or PARQUET") from None
+
+
+def _json(v: Any) -> str:
+    # compact and UTF-8 as is: exports are for machines, and \u escapes only add bytes
+    return json.dumps(json_safe(v), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _flat(r: LogRow) -> tuple[str, int, str, str, str, str, str, str, str, str]:
+    return (
+        log_id_str(r.log_id),
+        r.ts,
+        r.service,
+        r.level_name,
+        r.host,
+        r.trace_id,
+        r.span_id,
+        r.body,
+        _json(r.attributes()),
+        _json(r.resource()),
+    )
+
+
+def _csv(pages: Iterable[list[LogRow]]) -> Iterator[bytes]:
+    buf = io.StringIO()
+    # RFC 4180 line ends; a message with newlines stays one quoted field
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(COLUMNS)
+    for page in pages:
+        for r in page:
+            f = _flat(r)
+            out.writerow((f[0], rfc3339(f[1]), *f[2:]))
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue().encode()
+
+
+def _jsonl(pages: Iterable[list[LogRow]]) -> Iterator[bytes]:
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    for page in pages:
+        text = "".join(dumps(log_json(r)) + "\n" for r in page)
+        yield text.encode()
+
+
+class _Drain:
+    """The file ParquetWriter writes to: bytes accumulate until the generator takes them."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.pos = 0
+        self.closed = False
+
+    def write(self, b: bytes) -> int:
+        self.buf += b
+        self.pos += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def take(self) -> bytes:
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+
+def _record_batch(page: list[LogRow]) -> pa.RecordBatch:
+    cols = list(zip(*(_flat(r) for r in page), strict=True))
+    return pa.record_batch(
+        [
+            pa.array(cols[0], pa.string()),
+            pa.array(cols[1], pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+            pa.array(cols[2], pa.string()),
+            pa.array(cols[3], pa.string()),
+            # absent host and ids are nulls, as in the JSON shape
+            pa.array([v or None for v in cols[4]], pa.string()),
+            pa.array([v or None for v in cols[5]], pa.string()),
+            pa.array([v or None for v in cols[6]], pa.string()),
+            pa.array(cols[7], pa.string()),
+            pa.array(cols[8], pa.string()),
+            pa.array(cols[9], pa.string()),
+        ],
+        schema=PARQUET_SCHEMA,
+    )
+
+
+def _parquet(
+    pages: Iterable[list[LogRow]], row_group_rows: int = ROW_GROUP_ROWS
+) -> Iterator[bytes]:
+    sink = _Drain()
+    writer = pq.ParquetWriter(sink, PARQUET_SCHEMA, compression="zstd")
+    batches: list[pa.RecordBatch] = []
+    held = 0
+
+    def flush() -> bytes:
+        nonlocal held
+        table = pa.Table.from_batches(batches, schema=PARQUET_SCHEMA)
+        writer.write_table(table, row_group_size=max(1, held))
+        batches.clear()
+        held = 0
+        return sink.take()
+
+    try:
+        for page in pages:
+            if not page:
+                continue
+            batches.append(_record_batch(page))
+            held += len(page)
+            if held >= row_group_rows:
+                yield flush()
+        if held:
+            yield flush()
+    finally:
+        # the footer; on an abandoned export it is written to a buffer nobody reads
+        writer.close()
+    yield sink.take()
+
+
+def encode(
+    fmt: ExportFormat, pages: Iterable[list[LogRow]], row_group_rows: int = ROW_GROUP_ROWS
+) -> Iterator[bytes]:
+    """Chunks of bytes that, concatenated, are the file."""
+    if fmt is ExportFormat.CSV:
+        return _csv(pages)
+    if fmt is ExportFormat.JSONL:
+        return _jsonl(pages)
+    return _parquet(pages, row_group_rows)

@@ -1,0 +1,392 @@
+"""The lifecycle thread: merges, GDPR erasure, retention and tiering to object storage.
+
+Runs beside ingestion, never in its way: it only replaces whole segments through the
+store's atomic catalog swap, holding `store.rewrite_lock` (which merges hold too) so
+each decision sees a current catalog. Object storage being down fails a pass with a
+logged error and a metric; nothing is deleted until its replacement is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from pyroaring import BitMap
+
+from otelog.errors import InvalidArgument
+from otelog.lifecycle.objstore import Destination, ObjectStore
+from otelog.lifecycle.retention import (
+    DEFAULT,
+    Action,
+    RetentionPolicy,
+    assign,
+    may_act,
+    ordered,
+    plan_segment,
+    policy_prefix,
+)
+from otelog.model import DEFAULT_TENANT
+from otelog.query.execute import Searcher
+from otelog.query.parser import parse
+from otelog.store import format as fmt
+from otelog.store.cold import (
+    ColdSegmentReader,
+    ColdSource,
+    DiskCache,
+    encode_object,
+    object_of_segment,
+    split_uri,
+)
+from otelog.store.deletions import ERASED, ERASING, PENDING, DeletionRequest
+from otelog.store.merge import merge_segments
+from otelog.store.segment import BuiltSegment, SegmentMeta, SegmentReader
+from otelog.store.store import SegmentGone, Store
+
+log = logging.getLogger(__name__)
+
+HOUR_NS = 3600 * 1_000_000_000
+
+
+@dataclass
+class LifecycleStats:
+    passes: int = 0
+    tiered_segments: int = 0
+    tiered_rows: int = 0
+    tiered_bytes: int = 0
+    tier_seconds: float = 0.0
+    expired_rows: int = 0
+    dropped_segments: int = 0
+    errors: int = 0
+    last_error: str = ""
+    erase_rewrites: int = 0
+    by_action: dict[str, int] = field(default_factory=dict)
+
+
+def _object_of_built(built: BuiltSegment) -> bytes:
+    m = built.meta
+    prefix = fmt.segment_columns_prefix(m.tenant, m.id)
+    columns = {k[len(prefix) :]: v for k, v in built.columns}
+    columns.pop(fmt.COL_TERMS, None)  # the object's posting index lists the terms
+    tp = fmt.tenant_prefix(m.tenant)
+    postings = {k[len(tp) + 2 : -8]: v for k, v in built.postings}
+    return encode_object(m, columns, postings)
+
+
+class LifecycleManager:
+    def __init__(
+        self,
+        store: Store,
+        objects: ObjectStore | None,
+        default_policy: RetentionPolicy,
+        cold_cache: DiskCache | None = None,
+        erase_deadline_s: float = 24 * 3600,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.store = store
+        self.objects = objects
+        self.default_policy = replace(default_policy, name=DEFAULT, query="")
+        self.erase_deadline_ns = int(erase_deadline_s * 1e9)
+        self.clock = clock
+        self.stats = LifecycleStats()
+        self._pass_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        store.cold.fetcher = objects
+        store.cold.cache = cold_cache
+        if objects is not None:
+            store.cold_deleter = self._delete_object
+
+    # ---- policies
+
+    def policies(self, tenant: str = DEFAULT_TENANT) -> list[RetentionPolicy]:
+        """Every policy in matching order, the default last."""
+        stored = [
+            RetentionPolicy.decode(v)
+            for _, v in self.store.db.scan_prefix(fmt.CF_META, policy_prefix(tenant))
+        ]
+        return ordered(stored, self.default_policy)
+
+    def set_policy(self, policy: RetentionPolicy, tenant: str = DEFAULT_TENANT) -> RetentionPolicy:
+        policy.validate()
+        if policy.destination:
+            Destination.parse(policy.destination)
+        key = policy_prefix(tenant) + policy.name.encode()
+        self.store.db.write_one(fmt.CF_META, key, policy.encode(), sync=True)
+        return policy
+
+    def delete_policy(self, name: str, tenant: str = DEFAULT_TENANT) -> bool:
+        key = policy_prefix(tenant) + name.encode()
+        if self.store.db.get(fmt.CF_META, key) is None:
+            return False
+        self.store.db.write_one(fmt.CF_META, key, None, sync=True)
+        return True
+
+    # ---- deletion requests
+
+    def delete_logs(self, query: str, tenant: str = DEFAULT_TENANT) -> DeletionRequest:
+        """Record a tombstone: from return on, no read path shows a matching record
+        committed before it. Counts what it hides; erasure follows in the background."""
+        if not query.strip():
+            raise InvalidArgument("a deletion needs a query; an empty one would match everything")
+        parse(query)
+        now = self.clock()
+        query_sha = hashlib.sha256(query.encode()).hexdigest()
+        d = DeletionRequest(
+            id=uuid.uuid4().hex,
+            tenant=tenant,
+            query=query,
+            now_ns=time.time_ns(),
+            max_log_id=self.store.max_committed_log_id(),
+            created_ns=now,
+            deadline_ns=now + self.erase_deadline_ns,
+            query_sha256=query_sha,
+        )
+        self.store.put_deletion(d)
+        try:
+            d.matched = self._count_hidden(d)
+        except Exception as e:  # noqa: BLE001 - hidden regardless; the erase pass recounts
+            d.error = f"matched count incomplete: {e}"
+        self.store.put_deletion(d)
+        return d
+
+    def deletion(self, request_id: str, tenant: str = DEFAULT_TENANT) -> DeletionRequest | None:
+        return next((d for d in self.store.deletions(tenant) if d.id == request_id), None)
+
+    def overdue(self) -> list[DeletionRequest]:
+        now = self.clock()
+        return [d for d in self.store.deletions() if d.state != ERASED and d.deadline_ns < now]
+
+    def _count_hidden(self, d: DeletionRequest) -> int:
+        searcher = Searcher(self.store, d.tenant)
+        mine = [t for t in searcher.tombstones if t.id == d.id]
+        snap = self.store.snapshot(d.tenant)
+        n = sum(len(searcher.hidden_rows(seg, mine)) for seg in snap.segments if seg.meta.rows)
+        searcher.tombstones = mine
+        for b in snap.fresh:
+            n += sum(1 for i in range(len(b)) if searcher._fresh_hidden(b, i))
+        return n
+
+    # ---- the passes
+
+    def start(self, merge_interval_s: float = 1.0, pass_interval_s: float = 60.0) -> None:
+        def loop() -> None:
+            last_pass = 0.0
+            while not self._stop.wait(merge_interval_s):
+                try:
+                    while not self._stop.is_set() and self.store.merge_once():
+                        pass
+                    self.store.collect_garbage()
+                    if time.monotonic() - last_pass >= pass_interval_s:
+                        last_pass = time.monotonic()
+                        self.run_pass()
+                except Exception as e:  # noqa: BLE001 - logged and counted; next round retries
+                    self.stats.errors += 1
+                    self.stats.last_error = str(e)
+                    log.exception("lifecycle pass failed")
+
+        self._thread = threading.Thread(target=loop, name="otelog-lifecycle", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def run_pass(self) -> None:
+        """Erase, then retention and tiering, then finish erasures whose bytes are gone."""
+        with self._pass_lock:
+            self.stats.passes += 1
+            errors: list[str] = []
+            for step in (self._erase_pass, self._retention_pass):
+                try:
+                    step()
+                except Exception as e:  # noqa: BLE001 - one failing step must not stop the other
+                    errors.append(f"{step.__name__}: {e}")
+                    log.warning("lifecycle %s failed: %s", step.__name__, e)
+            self.store.collect_garbage()
+            self._finish_erasures()
+            if errors:
+                self.stats.errors += len(errors)
+                self.stats.last_error = "; ".join(errors)
+                raise RuntimeError(self.stats.last_error)
+
+    # ---- erasure
+
+    def _erase_pass(self) -> None:
+        todo = [d for d in self.store.deletions() if d.state in (PENDING, ERASING)]
+        if not todo:
+            return
+        self.store.seal()  # records still in memtables (and the WAL) become segments
+        by_id = {d.id: d for d in todo}
+        for tenant in {d.tenant for d in todo}:
+            with self.store.rewrite_lock:
+                searcher = Searcher(self.store, tenant)
+                active = [t for t in searcher.tombstones if t.id in by_id]
+                if not active:
+                    continue
+                for seg in self.store.all_segments().get(tenant, []):
+                    if not seg.meta.rows:
+                        continue
+                    per = [(t, searcher.hidden_rows(seg, [t])) for t in active]
+                    hidden = BitMap.union(*(bm for _, bm in per))
+                    if not hidden:
+                        continue
+                    new = self._rewrite(seg, [seg.all_rows() - hidden])
+                    self.stats.erase_rewrites += 1
+                    entry = {
+                        "segment": f"{seg.meta.id:016x}",
+                        "object": seg.meta.cold,
+                        "replacedBy": [r.meta.cold or f"{r.meta.id:016x}" for r in new],
+                        "at": _iso(self.clock()),
+                    }
+                    for t, bm in per:
+                        if bm:
+                            d = by_id[t.id]
+                            d.rewritten.append({**entry, "rows": len(bm)})
+                            d.erased += len(bm)
+                garbage = sorted(f"{i:016x}" for i in self.store.garbage_ids())
+                for d in todo:
+                    if d.tenant == tenant:
+                        d.state = ERASING
+                        d.matched = max(d.matched, d.erased)
+                        d.pending_gc = garbage
+                        self.store.put_deletion(d)
+
+    def _finish_erasures(self) -> None:
+        erasing = [d for d in self.store.deletions() if d.state == ERASING]
+        if not erasing:
+            return
+        left = {f"{i:016x}" for i in self.store.garbage_ids()}
+        for d in erasing:
+            if set(d.pending_gc) & left:
+                continue  # old bytes still kept for in-flight queries, or an object to delete
+            searcher = Searcher(self.store, d.tenant)
+            mine = [t for t in searcher.tombstones if t.id == d.id]
+            snap = self.store.snapshot(d.tenant)
+            if any(searcher.hidden_rows(s, mine) for s in snap.segments if s.meta.rows):
+                continue  # rows that reached a segment after the pass: next pass
+            # the WAL entries of erased records were deleted at seal; compaction drops them
+            self.store.db.flush()
+            self.store.compact_wal()
+            d.state = ERASED
+            d.erased_ns = self.clock()
+            d.pending_gc = []
+            d.query_sha256 = hashlib.sha256(d.query.encode()).hexdigest()
+            d.query = ""
+            self.store.put_deletion(d)
+            # older versions of the request's own key still name the query until compacted
+            self.store.db.compact(fmt.CF_META)
+
+    # ---- retention and tiering
+
+    def _retention_pass(self) -> None:
+        for tenant, segs in self.store.all_segments().items():
+            policies = self.policies(tenant)
+            now = self.clock()
+            todo = [s for s in segs if s.meta.rows and may_act(s, policies, now)]
+            todo.sort(key=lambda s: s.meta.min_ts)
+            for seg in todo:
+                with self.store.rewrite_lock:
+                    try:
+                        self._apply_policies(tenant, seg, policies)
+                    except SegmentGone:
+                        continue
+
+    def _apply_policies(
+        self, tenant: str, seg: SegmentReader, policies: list[RetentionPolicy]
+    ) -> None:
+        searcher = Searcher(self.store, tenant)
+        if searcher.tombstones and not seg.meta.cold and searcher.hidden_rows(seg):
+            return  # erase first: rows under a tombstone must not be copied to a bucket
+        groups = assign(searcher, seg, policies)
+        plan = plan_segment(
+            seg, groups, self.clock(), self.default_destination, self.objects is not None
+        )
+        self.stats.by_action[plan.action.value] = self.stats.by_action.get(plan.action.value, 0) + 1
+        if plan.action is Action.KEEP:
+            return
+        if plan.action in (Action.DROP, Action.EXPIRE):
+            self._rewrite(seg, plan.keeps)
+            self.stats.expired_rows += plan.expired
+            if plan.action is Action.DROP:
+                self.stats.dropped_segments += 1
+        elif plan.action is Action.SPLIT:
+            self._rewrite(seg, plan.keeps)
+        elif plan.action is Action.TIER:
+            self._tier(seg, Destination.parse(plan.destination))
+
+    @property
+    def default_destination(self) -> str:
+        return self.default_policy.destination
+
+    def _tier(self, seg: SegmentReader, dest: Destination) -> SegmentReader:
+        assert self.objects is not None
+        t0 = time.perf_counter()
+        (nid,) = self.store.new_ids_after(seg, 1)
+        meta = replace(seg.meta, id=nid)
+        data = object_of_segment(seg, meta)
+        uri = self._upload(dest, meta, data)
+        cold = replace(meta, cold=uri, cold_bytes=len(data), nbytes=len(data))
+        (reader,) = self.store.replace_segments(seg.meta.tenant, [seg], [], [cold])
+        self.stats.tiered_segments += 1
+        self.stats.tiered_rows += seg.meta.rows
+        self.stats.tiered_bytes += len(data)
+        self.stats.tier_seconds += time.perf_counter() - t0
+        return reader
+
+    def _upload(self, dest: Destination, meta: SegmentMeta, data: bytes) -> str:
+        assert self.objects is not None
+        day = datetime.fromtimestamp(meta.min_ts / 1e9, UTC).strftime("%Y-%m-%d")
+        key = dest.key(f"{meta.tenant}/{day}/{meta.id:016x}.seg")
+        self.objects.put(dest.bucket, key, data)  # verified against the server's ETag
+        return f"s3://{dest.bucket}/{key}"
+
+    def _rewrite(self, seg: SegmentReader, keeps: list[BitMap]) -> list[SegmentReader]:
+        """Replace a segment by the segments of the rows in `keeps` (none: drop it)."""
+        if not seg.meta.cold:
+            return self.store.rewrite(seg, keeps)
+        assert isinstance(seg, ColdSegmentReader) and self.objects is not None
+        keeps = [k for k in keeps if k]
+        if not keeps:
+            return self.store.replace_segments(seg.meta.tenant, [seg], [], [])
+        bucket, key = split_uri(seg.meta.cold)
+        whole = ColdSource.of_bytes(seg.meta.cold, self.objects.get(bucket, key))
+        src = ColdSegmentReader(whole, seg.meta)
+        dest = Destination(bucket, key.rsplit("/", 3)[0] + "/" if key.count("/") >= 3 else "")
+        metas = []
+        for nid, keep in zip(self.store.new_ids_after(seg, len(keeps)), keeps, strict=True):
+            built = merge_segments(seg.meta.tenant, nid, [src], [keep])
+            data = _object_of_built(built)
+            uri = self._upload(dest, built.meta, data)
+            metas.append(replace(built.meta, cold=uri, cold_bytes=len(data), nbytes=len(data)))
+        return self.store.replace_segments(seg.meta.tenant, [seg], [], metas)
+
+    def _delete_object(self, uri: str) -> None:
+        assert self.objects is not None
+        bucket, key = split_uri(uri)
+        self.objects.delete_all_versions(bucket, key)
+        if self.store.cold.cache is not None:
+            self.store.cold.cache.forget(uri)
+
+    # ---- reporting
+
+    def cold_totals(self) -> tuple[int, int, int]:
+        """(segments, rows, bytes) in object storage."""
+        n = rows = size = 0
+        for segs in self.store.all_segments().values():
+            for s in segs:
+                if s.meta.cold:
+                    n += 1
+                    rows += s.meta.rows
+                    size += s.meta.cold_bytes
+        return n, rows, size
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
