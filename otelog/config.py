@@ -68,6 +68,7 @@ class Config:
     cold_cache_bytes: int = 1 << 30
     lifecycle_interval_seconds: float = 60.0
     erase_deadline_hours: float = 24.0
+    gc_grace_seconds: float = 60.0
     log_level: str = "info"
 
 
@@ -127,6 +128,8 @@ _HELP = {
     "lifecycle_interval_seconds": "seconds between retention, tiering and erase passes",
     "erase_deadline_hours": "a deletion request not erased within this is overdue "
     "(metric otelog_deletion_requests_overdue)",
+    "gc_grace_seconds": "seconds the bytes of a merged, moved or rewritten segment stay for "
+    "queries already reading it; an erasure completes after this",
     "log_level": "debug, info, warning, error",
 }
 

@@ -275,3 +275,27 @@ def service_label(service: str) -> str:
         return OTHER_SERVICE
     _services.add(service)
     return service
+
+
+class FiguresCollector(Collector):
+    """Figures a component computes at scrape time: (name, "gauge"|"counter", help, value).
+
+    The lifecycle's counts (tiered segments, overdue deletions...) live in its own stats;
+    reading them here at scrape time keeps this module free of otelog imports."""
+
+    def __init__(self, source: Callable[[], list[tuple[str, str, str, float]]]) -> None:
+        self.source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            figures = self.source()
+        except Exception:  # noqa: BLE001 - a closing component must not fail the whole scrape
+            return
+        for name, kind, help_text, value in figures:
+            if kind == "counter":
+                yield CounterMetricFamily(name, help_text, value=value)
+            else:
+                yield GaugeMetricFamily(name, help_text, value=value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -28,12 +29,18 @@ from otelog.errors import OtelogError
 from otelog.ingest.limits import ByteBudget, ServiceRateLimits, parse_overrides
 from otelog.ingest.shedding import IngestControl, ShedPolicy
 from otelog.ingest.writer import Writer
+from otelog.lifecycle.export import ExportManager
+from otelog.lifecycle.figures import lifecycle_figures
+from otelog.lifecycle.manager import LifecycleManager
+from otelog.lifecycle.objstore import Destination, ObjectStore
+from otelog.lifecycle.retention import DEFAULT, RetentionPolicy, load_file
 from otelog.query.service import QueryService
 from otelog.receiver import otlp_grpc, otlp_http
 from otelog.receiver.decode import DecodeLimits, decode_logs
 from otelog.receiver.handler import OtlpHandler
 from otelog.sealer import ProcessSegmentBuilder
 from otelog.store import format as fmt
+from otelog.store.cold import DiskCache
 from otelog.store.store import Store
 
 log = logging.getLogger("otelog")
@@ -76,6 +83,7 @@ class Server:
         self.store: Store | None = None
         self.writer: Writer | None = None
         self.builder: ProcessSegmentBuilder | None = None
+        self._objects: ObjectStore | None = None
         self._ready = False
         self._stop = asyncio.Event()
 
@@ -132,6 +140,51 @@ class Server:
         )
         rates = ServiceRateLimits(c.rate_limit_records_per_second, c.rate_limit_burst, overrides)
         return IngestControl(budget, rates, policy)
+
+    def object_store(self) -> ObjectStore | None:
+        """One S3 client for the cold tier and exports; None when none is configured."""
+        c = self.config
+        if not c.s3_endpoint:
+            return None
+        if self._objects is None:
+            self._objects = ObjectStore(
+                c.s3_endpoint,
+                c.s3_access_key,
+                c.s3_secret_key,
+                secure=c.s3_secure,
+                region=c.s3_region or None,
+                timeout_s=c.s3_timeout_seconds,
+            )
+        return self._objects
+
+    def lifecycle(self) -> LifecycleManager:
+        """Retention, tiering and erasure, with the policies of the retention file."""
+        c = self.config
+        assert self.store is not None
+        try:
+            default = RetentionPolicy(
+                DEFAULT, "", c.hot_days, c.cold_days, c.cold_destination
+            ).validate()
+            Destination.parse(c.cold_destination)
+            policies = load_file(c.retention_file) if c.retention_file else []
+        except OtelogError as e:
+            raise StartupError(str(e)) from None
+        self.store.gc_grace_s = c.gc_grace_seconds
+        cache = DiskCache(
+            c.cold_cache_dir or os.path.join(c.data_dir, "cold-cache"), c.cold_cache_bytes
+        )
+        lm = LifecycleManager(
+            self.store,
+            self.object_store(),
+            default,
+            cache,
+            erase_deadline_s=c.erase_deadline_hours * 3600,
+        )
+        for p in policies:
+            lm.set_policy(p)
+        if not c.s3_endpoint:
+            log.warning("no --s3-endpoint: data stays in RocksDB until its retention ends")
+        return lm
 
     def alert_engine(self) -> AlertEngine:
         """The alert engine, its webhooks and the figures of the built-in rules."""
@@ -198,12 +251,16 @@ class Server:
         tail_hub.start(asyncio.get_running_loop())
         self.writer.listeners.append(tail_hub.on_commit)
         control = self.ingest_control(self.writer)
+        lifecycle = self.lifecycle()
         storage_metrics = self.wire_metrics(control)
+        lifecycle_metrics = metrics.FiguresCollector(lifecycle_figures(lifecycle))
+        metrics.REGISTRY.register(lifecycle_metrics)
         # alerting too: its listener must be there before the first commit (engine.py)
         alerts = self.alert_engine()
         alerts.start(asyncio.get_running_loop())
         self.writer.listeners.append(alerts.on_commit)
         self.writer.start()
+        lifecycle.start(pass_interval_s=c.lifecycle_interval_seconds)
         handler = OtlpHandler(self.writer, self.limits(), control)
         grpc_server = otlp_grpc.build_server(
             handler, c.max_request_bytes, c.grpc_max_concurrent_streams, c.grpc_max_concurrent_rpcs
@@ -216,6 +273,7 @@ class Server:
             raise StartupError(f"cannot listen on {c.grpc_listen} (OTLP/gRPC)")
         await grpc_server.start()
         qs = QueryService(self.store, c.query_max_limit)
+        exports = ExportManager(self.store, qs, self.object_store())
         http_app = otlp_http.build_app(handler, c.max_request_bytes, c.max_decompressed_bytes)
         api_app = build_api_app(
             qs,
@@ -225,6 +283,8 @@ class Server:
             c.max_request_bytes,
             tail_hub=tail_hub,
             alert_engine=alerts,
+            lifecycle=lifecycle,
+            export_manager=exports,
         )
         servers = [
             _Uvicorn(
@@ -278,13 +338,17 @@ class Server:
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        # running exports end FAILED and remove their partial output before the store closes
+        await asyncio.to_thread(exports.close)
         await asyncio.to_thread(self.writer.stop)
+        await asyncio.to_thread(lifecycle.stop)
         await asyncio.to_thread(alerts.stop)
         if alerts.notifier is not None:
             await alerts.notifier.aclose()
         if self.builder is not None:
             self.builder.close()
         metrics.REGISTRY.unregister(storage_metrics)
+        metrics.REGISTRY.unregister(lifecycle_metrics)
         self.store.close()
         log.info("otelog stopped")
         _ = grpc_host, grpc_port, done

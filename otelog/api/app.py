@@ -13,9 +13,12 @@ from strawberry.asgi import GraphQL
 from otelog.alerting.engine import AlertEngine
 from otelog.api import metrics_route, rest
 from otelog.api.alerts_rest import routes as alert_routes
+from otelog.api.export_rest import routes as export_routes
 from otelog.api.schema import schema
 from otelog.api.stream import stream_endpoint
 from otelog.api.tail import TailHub
+from otelog.lifecycle.export import ExportManager
+from otelog.lifecycle.manager import LifecycleManager
 from otelog.query.service import QueryService
 
 
@@ -36,6 +39,8 @@ def build_app(
     max_body: int = 16 << 20,
     tail_hub: TailHub | None = None,
     alert_engine: AlertEngine | None = None,
+    lifecycle: LifecycleManager | None = None,
+    export_manager: ExportManager | None = None,
 ) -> Starlette:
     gql = _GraphQL(
         {
@@ -43,6 +48,8 @@ def build_app(
             "query_timeout": query_timeout,
             "tail_hub": tail_hub,
             "alert_engine": alert_engine,
+            "lifecycle": lifecycle,
+            "export_manager": export_manager,
         }
     )
     # the live tail (GraphQL subscriptions, /logs/stream) needs the hub the writer feeds
@@ -66,5 +73,6 @@ def build_app(
             *rest.routes(query_service, query_timeout, exporter, max_body),
             *live,
             *(alert_routes(alert_engine) if alert_engine else []),
+            *(export_routes(export_manager) if export_manager else []),
         ]
     )

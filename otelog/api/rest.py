@@ -40,6 +40,7 @@ from otelog.query.ast import Text
 from otelog.query.duration import parse_duration_ns
 from otelog.query.service import PageRequest, QueryService
 from otelog.query.shape import log_json, rfc3339
+from otelog.store.cold import ColdUnavailable
 
 __all__ = ["LogExporter", "parse_rfc3339_ns", "routes"]
 
@@ -444,6 +445,8 @@ def routes(
             return _error(400, str(e).replace("pageToken", "page_token"))
         except QuerySyntaxError as e:  # not expected: every part was checked
             return _error(400, f"query: {e}")
+        except ColdUnavailable as e:
+            return _error(503, f"cold storage unavailable, retry later: {e}")
         return JSONResponse({"logs": logs, "total": res.total, "next_page_token": res.next_token})
 
     out = [Route("/logs/search", search, methods=["GET"])]

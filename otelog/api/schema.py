@@ -17,10 +17,13 @@ from strawberry.types import Info
 
 from otelog.api import tail
 from otelog.api.alerts_schema import AlertMutation, AlertQuery, AlertSubscription
+from otelog.api.export_schema import ExportMutation, ExportQuery
+from otelog.api.lifecycle_schema import LifecycleMutation, LifecycleQuery
 from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.query import aggregate
 from otelog.query.rows import LogRow
 from otelog.query.service import PageRequest, QueryService, SpanRow, TraceResult
+from otelog.store.cold import ColdUnavailable
 
 
 @strawberry.enum
@@ -228,10 +231,15 @@ async def _run(info: Info, fn: Any, *args: Any) -> Any:
         ) from None
     except InvalidArgument as e:
         raise GraphQLError(str(e), extensions={"code": "BAD_ARGUMENT"}) from None
+    except ColdUnavailable as e:
+        raise GraphQLError(
+            f"cold storage unavailable, retry later: {e}",
+            extensions={"code": "COLD_STORAGE_UNAVAILABLE"},
+        ) from None
 
 
 @strawberry.type
-class Query(AlertQuery):
+class Query(AlertQuery, LifecycleQuery, ExportQuery):
     @strawberry.field(description="Log records matching `query`, newest first.")
     async def logs(
         self,
@@ -337,7 +345,7 @@ class Subscription(AlertSubscription):
 
 
 @strawberry.type
-class Mutation(AlertMutation):
+class Mutation(AlertMutation, LifecycleMutation, ExportMutation):
     """Changes: alert rules and alerts (otelog/api/alerts_schema.py)."""
 
 

@@ -172,27 +172,21 @@ def _parquet(
 ) -> Iterator[bytes]:
     sink = _Drain()
     writer = pq.ParquetWriter(sink, PARQUET_SCHEMA, compression="zstd")
-    batches: list[pa.RecordBatch] = []
-    held = 0
-
-    def flush() -> bytes:
-        nonlocal held
-        table = pa.Table.from_batches(batches, schema=PARQUET_SCHEMA)
-        writer.write_table(table, row_group_size=max(1, held))
-        batches.clear()
-        held = 0
-        return sink.take()
-
+    held = pa.Table.from_batches([], schema=PARQUET_SCHEMA)
     try:
         for page in pages:
             if not page:
                 continue
-            batches.append(_record_batch(page))
-            held += len(page)
-            if held >= row_group_rows:
-                yield flush()
-        if held:
-            yield flush()
+            held = pa.concat_tables([held, pa.Table.from_batches([_record_batch(page)])])
+            # row groups of exactly row_group_rows (the last one excepted): readers size
+            # their buffers by them
+            while held.num_rows >= row_group_rows:
+                writer.write_table(held.slice(0, row_group_rows), row_group_size=row_group_rows)
+                held = held.slice(row_group_rows)
+                yield sink.take()
+        if held.num_rows:
+            writer.write_table(held, row_group_size=held.num_rows)
+            yield sink.take()
     finally:
         # the footer; on an abandoned export it is written to a buffer nobody reads
         writer.close()

@@ -317,7 +317,18 @@ class LifecycleManager:
             if plan.action is Action.DROP:
                 self.stats.dropped_segments += 1
         elif plan.action is Action.SPLIT:
-            self._rewrite(seg, plan.keeps)
+            # decide on the pieces now, under the same lock: a merge in between would
+            # join them again
+            for piece in self._rewrite(seg, plan.keeps):
+                sub = plan_segment(
+                    piece,
+                    assign(searcher, piece, policies),
+                    self.clock(),
+                    self.default_destination,
+                    True,
+                )
+                if sub.action is Action.TIER:
+                    self._tier(piece, Destination.parse(sub.destination))
         elif plan.action is Action.TIER:
             self._tier(seg, Destination.parse(plan.destination))
 

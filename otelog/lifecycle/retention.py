@@ -120,7 +120,7 @@ class Action(Enum):
     DROP = "drop"  # every row is past its retention
     EXPIRE = "expire"  # some rows are: rewrite without them
     TIER = "tier"  # every row is past its hot period: move the segment to object storage
-    SPLIT = "split"  # ready to move, but its rows go to different destinations
+    SPLIT = "split"  # rows ready to move (per destination) split from the rest
 
 
 @dataclass
@@ -152,16 +152,28 @@ def plan_segment(
         return Plan(Action.EXPIRE, [seg.all_rows() - expired], expired=len(expired))
     if seg.meta.cold or not can_tier:
         return Plan(Action.KEEP, [])
+    # rows past their hot period, grouped by where they go
     by_dest: dict[str, BitMap] = {}
     for p, rows in groups:
-        last = int(ts[rows.max()])
-        if last >= now_ns - p.hot_ns:
-            return Plan(Action.KEEP, [])
-        dest = p.destination or default_destination
-        by_dest[dest] = by_dest.get(dest, BitMap()) | rows
-    if len(by_dest) > 1:
-        return Plan(Action.SPLIT, list(by_dest.values()))
-    return Plan(Action.TIER, [], destination=next(iter(by_dest)))
+        cut = int(np.searchsorted(ts, now_ns - p.hot_ns, "left"))
+        if not cut:
+            continue
+        old = BitMap()
+        old.add_range(0, cut)
+        ready = rows & old
+        if ready:
+            dest = p.destination or default_destination
+            by_dest[dest] = by_dest.get(dest, BitMap()) | ready
+    n_ready = sum(len(b) for b in by_dest.values())
+    if n_ready == seg.meta.rows and len(by_dest) == 1:
+        return Plan(Action.TIER, [], destination=next(iter(by_dest)))
+    # late arrivals share segments with fresh records; once most rows of a segment are
+    # ready, split them off rather than keep all of it hot (a lone fresh row does not
+    # hold hundreds of old ones back), but never churn a segment for a few rows
+    if len(by_dest) > 1 or (n_ready and n_ready * 2 >= seg.meta.rows):
+        rest = seg.all_rows() - BitMap.union(*by_dest.values())
+        return Plan(Action.SPLIT, [*by_dest.values(), *([rest] if rest else [])])
+    return Plan(Action.KEEP, [])
 
 
 def may_act(seg: SegmentReader, policies: list[RetentionPolicy], now_ns: int) -> bool:
@@ -171,4 +183,5 @@ def may_act(seg: SegmentReader, policies: list[RetentionPolicy], now_ns: int) ->
         return True  # some row may have expired
     if seg.meta.cold:
         return False
-    return seg.meta.max_ts < now_ns - min(p.hot_ns for p in policies)
+    # some row may be past its hot period (the segment moves, or most of it splits off)
+    return seg.meta.min_ts < now_ns - min(p.hot_ns for p in policies)

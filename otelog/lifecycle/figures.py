@@ -1,0 +1,37 @@
+"""The lifecycle's figures for /metrics (read at scrape time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from otelog.lifecycle.manager import LifecycleManager
+from otelog.store.deletions import ERASED
+
+Figure = tuple[str, str, str, float]
+
+
+def lifecycle_figures(lm: LifecycleManager) -> Callable[[], list[Figure]]:
+    def figures() -> list[Figure]:
+        s = lm.stats
+        segs, rows, size = lm.cold_totals()
+        deletions = lm.store.deletions()
+        open_ = [d for d in deletions if d.state != ERASED]
+        return [
+            ("otelog_cold_segments", "gauge", "Segments in object storage", segs),
+            ("otelog_cold_records", "gauge", "Log records in object storage", rows),
+            ("otelog_cold_bytes", "gauge", "Bytes of segment objects in object storage", size),
+            ("otelog_tiered_segments", "counter", "Segments moved to object storage",
+             s.tiered_segments),
+            ("otelog_tiered_records", "counter", "Log records moved to object storage",
+             s.tiered_rows),
+            ("otelog_expired_records", "counter", "Log records removed by retention",
+             s.expired_rows),
+            ("otelog_lifecycle_errors", "counter",
+             "Lifecycle passes that failed (object storage down...); retried", s.errors),
+            ("otelog_deletion_requests_open", "gauge",
+             "GDPR deletion requests not yet erased", len(open_)),
+            ("otelog_deletion_requests_overdue", "gauge",
+             "GDPR deletion requests past their erase deadline", len(lm.overdue())),
+        ]  # fmt: skip
+
+    return figures
