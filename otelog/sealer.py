@@ -60,6 +60,11 @@ class ProcessSegmentBuilder:
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
+        # merges and rewrites get their own worker: a seal must never queue behind a merge
+        # of a million rows, or fresh records would wait seconds to become segments
+        self._merge_pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
 
     def __call__(self, tenant: str, seg_id: int, memtable: Memtable) -> BuiltSegment:
         if self._pool is not None:
@@ -82,20 +87,21 @@ class ProcessSegmentBuilder:
         """Merge in the worker: the main process only reads the inputs' bytes (RocksDB,
         in C) and writes the result; decompressing, re-sorting, re-compressing and
         remapping postings happen on the other core."""
-        if self._pool is not None:
+        if self._merge_pool is not None:
             payload = [
                 (s.meta, SegmentData.of(s.db, s.meta, s.terms()))  # type: ignore[arg-type]
                 for s in inputs
             ]
             keep_b = None if keep is None else [None if k is None else k.serialize() for k in keep]
             try:
-                return self._pool.submit(_merge, tenant, seg_id, payload, keep_b).result()
+                return self._merge_pool.submit(_merge, tenant, seg_id, payload, keep_b).result()
             except BrokenProcessPool:
-                log.error("segment worker died; merging in-process from now on")
-                self._pool = None
+                log.error("merge worker died; merging in-process from now on")
+                self._merge_pool = None
         return merge_segments(tenant, seg_id, inputs, keep)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=False)
-            self._pool = None
+        for pool in (self._pool, self._merge_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=False)
+        self._pool = self._merge_pool = None

@@ -194,16 +194,21 @@ def test_policies_by_service_expire_rows_inside_a_segment(env: Env) -> None:
     env.ingest(_request(rng, 50, NOW - 2 * DAY_NS, "mixed"))
     env.lm.set_policy(RetentionPolicy("short-auth", "service=auth", 1, 2, priority=10))
     cart_before = env.results(["service=cart"])
+    auth_before = env.results(["service=auth"])
     env.lm.run_pass()
-    # auth is past its hot period but cart is not: the segment stays hot and whole
-    assert [s.meta.cold for s in env.segments()] == [""]
-    assert env.results(["service=auth"])["service=auth"][0] == 50
+    # auth is past its hot period, cart is not: the auth half splits off and moves
+    segs = sorted(env.segments(), key=lambda s: s.meta.cold)
+    assert [(bool(s.meta.cold), s.meta.rows) for s in segs] == [(False, 50), (True, 50)]
+    assert env.results(["service=auth"]) == auth_before
+    assert env.results(["service=cart"]) == cart_before
     env.clock.ns = NOW + 2 * DAY_NS  # auth is now 4 days old: past 1 + 2 days
     env.lm.run_pass()
+    env.store.collect_garbage(force=True)
     assert env.results(["service=auth"])["service=auth"][0] == 0
     assert env.results(["service=cart"]) == cart_before
     (seg,) = env.segments()
-    assert seg.meta.rows == 50
+    assert seg.meta.rows == 50 and not seg.meta.cold
+    assert env.bucket_keys() == []
     # the policy list keeps the default last
     assert [p.name for p in env.lm.policies()] == ["short-auth", "default"]
 
@@ -317,3 +322,42 @@ def test_s3_down_delays_tiering_and_fails_cold_queries_clearly(tmp_path: Path) -
     finally:
         e.close()
         s3.stop()
+
+
+def test_deleting_a_trace_erases_its_logs_and_its_spans(env: Env) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from otelog.receiver.decode import decode_spans
+
+    rng = random.Random(5)
+    raw = _request(rng, 30, NOW - 3600 * 10**9, "traced")
+    env.ingest(raw)
+    row = env.qs.searcher().segment_row(env.segments()[0], 11)
+    tid = bytes.fromhex(row.trace_id)
+    treq = ExportTraceServiceRequest()
+    rs = treq.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="auth")))
+    for i in range(3):
+        sp = rs.scope_spans.add().spans.add()
+        sp.trace_id, sp.span_id, sp.name = tid, rng.randbytes(8), f"span-{i}"
+        sp.start_time_unix_nano, sp.end_time_unix_nano = NOW - 10**9, NOW
+    spans, _ = decode_spans(treq, time.time_ns())
+    env.writer.submit_spans("default", spans, 100).result()
+    trace = env.qs.trace(tid.hex())
+    assert trace is not None and len(trace.spans) == 3 and len(trace.logs) == 1
+    d = env.lm.delete_logs(f"trace_id={tid.hex()}")
+    assert d.matched == 1
+    trace = env.qs.trace(tid.hex())
+    assert trace is None or (trace.spans == [] and trace.logs == [])
+    env.lm.run_pass()
+    env.store.collect_garbage(force=True)
+    env.lm.run_pass()
+    d = env.lm.deletion(d.id)
+    assert d is not None and d.state == ERASED
+    assert {"spansOfTrace": tid.hex(), "rows": 3} == {
+        k: v for k, v in d.rewritten[-1].items() if k != "at"
+    }
+    assert list(env.store.db.scan_prefix(fmt.CF_SPANS, fmt.span_prefix("default", tid))) == []
+    assert env.results([""])[""][0] == 59

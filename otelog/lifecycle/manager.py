@@ -32,7 +32,7 @@ from otelog.lifecycle.retention import (
     policy_prefix,
 )
 from otelog.model import DEFAULT_TENANT
-from otelog.query.execute import Searcher
+from otelog.query.execute import Searcher, whole_traces
 from otelog.query.parser import parse
 from otelog.store import format as fmt
 from otelog.store.cold import (
@@ -248,8 +248,16 @@ class LifecycleManager:
                     for t, bm in per:
                         if bm:
                             d = by_id[t.id]
-                            d.rewritten.append({**entry, "rows": len(bm)})
+                            d.rewritten.append({**entry, "records": len(bm)})
                             d.erased += len(bm)
+                for t in active:
+                    d = by_id[t.id]
+                    for tid in sorted(whole_traces(t.node)):
+                        n = self.store.delete_trace_spans(tenant, tid)
+                        if n:
+                            d.rewritten.append(
+                                {"spansOfTrace": tid.hex(), "rows": n, "at": _iso(self.clock())}
+                            )
                 garbage = sorted(f"{i:016x}" for i in self.store.garbage_ids())
                 for d in todo:
                     if d.tenant == tenant:

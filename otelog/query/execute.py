@@ -221,6 +221,20 @@ class _Tombstone:
     matcher: Matcher
 
 
+def whole_traces(node: Node) -> set[bytes]:
+    """Trace ids a query selects whole (`trace_id=X`, or an OR of those): deleting their
+    logs deletes their spans too. Other queries leave spans alone."""
+    if isinstance(node, Compare) and node.field == "trace_id" and node.op == "=":
+        try:
+            return {bytes.fromhex(str(node.value))}
+        except ValueError:
+            return set()
+    if isinstance(node, Or):
+        parts = [whole_traces(c) for c in node.children]
+        return set().union(*parts) if all(parts) else set()
+    return set()
+
+
 def tombstones_of(store: Store, tenant: str) -> list[_Tombstone]:
     out = []
     for d in store.deletions(tenant):
@@ -251,6 +265,7 @@ class Searcher:
         self.tenant = tenant
         self.resources = ResourceCache()
         self.tombstones = tombstones_of(store, tenant)
+        self.hidden_traces = {tid for t in self.tombstones for tid in whole_traces(t.node)}
 
     def hidden_rows(self, seg: SegmentReader, tombstones: list[_Tombstone] | None = None) -> BitMap:
         """Rows of a sealed segment that tombstones hide. Segments are immutable, so the

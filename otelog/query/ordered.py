@@ -140,6 +140,10 @@ def _count_upto(src: _Source, end: int, bound: tuple[int, int]) -> int:
 
 def ordered_rows(searcher: Searcher, m: Matches, page_rows: int = 4096) -> Iterator[list[LogRow]]:
     """Pages of the matched rows, oldest first; each page at most `page_rows` records."""
+    for seg, _bm in m.segments:
+        # the sort keys now, while the snapshot's segments surely have their bytes: they
+        # are what finds the rows again should a segment be replaced during the walk
+        _ = seg.ts, seg.lid
     # sources join the merge when it reaches their first timestamp: only those that
     # overlap hold sort keys at a time
     pending: list[tuple[int, int, Callable[[], _Source]]] = []

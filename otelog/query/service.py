@@ -127,9 +127,12 @@ class QueryService:
             raise InvalidArgument("traceId must be 32 hex characters") from None
         if len(tid) != 16:
             raise InvalidArgument("traceId must be 32 hex characters")
-        logs = self.searcher(tenant).trace_logs(tid)
+        searcher = self.searcher(tenant)
+        logs = searcher.trace_logs(tid)
         spans = []
-        for service, resource_pb, _scope_pb, span_pb in self.store.trace_spans(tenant, tid):
+        # a trace under a deletion request shows no spans from the moment it is recorded
+        stored = [] if tid in searcher.hidden_traces else self.store.trace_spans(tenant, tid)
+        for service, resource_pb, _scope_pb, span_pb in stored:
             sp = SpanPb.FromString(span_pb)
             spans.append(
                 SpanRow(

@@ -483,6 +483,18 @@ class Store:
             for _, v in self.db.scan_prefix(fmt.CF_SPANS, fmt.span_prefix(tenant, trace_id))
         ]
 
+    def delete_trace_spans(self, tenant: str, trace_id: bytes) -> int:
+        """Erase every span of a trace (GDPR); returns how many there were."""
+        lo = fmt.span_prefix(tenant, trace_id)
+        hi = fmt.prefix_end(lo)
+        n = sum(1 for _ in self.db.scan_range(fmt.CF_SPANS, lo, hi))
+        if n:
+            wb = self.db.batch()
+            self.db.delete_range(wb, fmt.CF_SPANS, lo, hi)
+            self.db.write(wb, sync=True)
+            self.db.compact(fmt.CF_SPANS, lo, hi)
+        return n
+
     def size_on_disk(self) -> dict[str, int]:
         return self.db.size_on_disk()
 
