@@ -212,6 +212,11 @@ for _kind in ("logs", "trace"):
 # ---- live tail
 # Set by whoever runs the tail hub (otelog/api/tail.py owns the subscriptions): e.g.
 # `TAIL_SUBSCRIBERS.set_function(hub.subscriber_count)` once the hub exposes a count.
+DELETIONS_OVERDUE = Gauge(
+    "otelog_deletion_requests_overdue",
+    "GDPR deletion requests past their erase deadline and not yet erased",
+    registry=REGISTRY,
+)
 TAIL_SUBSCRIBERS = Gauge(
     "otelog_tail_subscribers", "Live-tail subscriptions currently open", registry=REGISTRY
 )

@@ -255,6 +255,7 @@ class Server:
         storage_metrics = self.wire_metrics(control)
         lifecycle_metrics = metrics.FiguresCollector(lifecycle_figures(lifecycle))
         metrics.REGISTRY.register(lifecycle_metrics)
+        metrics.DELETIONS_OVERDUE.set_function(lambda: len(lifecycle.overdue()))
         # alerting too: its listener must be there before the first commit (engine.py)
         alerts = self.alert_engine()
         alerts.start(asyncio.get_running_loop())

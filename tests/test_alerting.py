@@ -590,7 +590,8 @@ def test_built_in_rules_are_listed_and_cannot_be_deleted(otelog_factory: Any) ->
         None, ["--alert-builtin-rules", "true", "--alert-interval-seconds", "1"]
     )
     rules = srv.data("{ alertRules { id name kind condition builtin } }")["alertRules"]
-    assert [(r["name"], r["kind"], r["builtin"]) for r in rules] == [
+    assert sorted((r["name"], r["kind"], r["builtin"]) for r in rules) == [
+        ("otelog_deletion_overdue", "self", True),
         ("otelog_ingestion_lag", "self", True),
         ("otelog_records_dropped", "self", True),
     ]

@@ -209,6 +209,8 @@ def test_rules_file_has_the_seed_alerts_each_complete() -> None:
         "SearchLatencySlow",
         "StorageUsageHigh",
         "ErrorRateSpike",
+        "DeletionRequestOverdue",
+        "ColdTieringFailing",
     }
     for name, rule in alerts.items():
         assert str(rule["expr"]).strip(), name

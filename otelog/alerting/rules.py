@@ -13,6 +13,7 @@ names the rule's kind:
 | `absent`         | absence   | no matching record in the window                               |
 | `lag > 5`        | self      | otelog's own ingestion lag (s, mean over the window)           |
 | `dropped > 0`    | self      | records otelog dropped or refused during the window            |
+| `overdue > 0`    | self      | GDPR deletion requests past their erase deadline (now)         |
 
 Spike rules also need `min_count` records in the window, so a quiet service whose
 baseline is near zero does not page on its third error of the hour.
@@ -80,6 +81,7 @@ KINDS = {
     "absent": "absence",
     "lag": "self",
     "dropped": "self",
+    "overdue": "self",
 }
 _CONDITION = re.compile(
     r"\s*([A-Za-z_]+)\s*(>=|<=|==|!=|>|<|=)\s*"
@@ -89,7 +91,7 @@ _CONDITION = re.compile(
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONDITION_HELP = (
     "use `count > N`, `rate > N` (per second), `ratio > N` or `zscore > N` (spike against "
-    "the baseline), `absent`, `lag > N` or `dropped > N` with one of > >= < <= == !="
+    "the baseline), `absent`, `lag > N`, `dropped > N` or `overdue > N` with one of > >= < <= == !="
 )
 
 

@@ -21,6 +21,7 @@ class SelfSample:
     dropped_total: float  # records dropped (shed) or refused since start
     lag_sum: float  # seconds from receipt to searchable, summed over records' requests
     lag_count: float  # requests in lag_sum
+    overdue: float = 0.0  # GDPR deletion requests past their deadline, now (a gauge)
 
 
 SelfSource = Callable[[], SelfSample]
@@ -29,6 +30,7 @@ SelfSource = Callable[[], SelfSample]
 BUILTIN_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("otelog-ingest-lag", "otelog_ingestion_lag", "lag > 5", "1m", "1m", "warning"),
     ("otelog-records-dropped", "otelog_records_dropped", "dropped > 0", "5m", "0s", "warning"),
+    ("otelog-deletion-overdue", "otelog_deletion_overdue", "overdue > 0", "1m", "0s", "critical"),
 )
 
 
@@ -59,12 +61,14 @@ def registry_source() -> SelfSource | None:
         )
     ]
     lag = getattr(metrics, "TIME_TO_SEARCHABLE", None)
+    overdue = getattr(metrics, "DELETIONS_OVERDUE", None)
 
     def sample() -> SelfSample:
         d = sum(_sum_samples(m, "_total", w) for m, w in dropped if m is not None)
+        o = _sum_samples(overdue, "_overdue") if overdue is not None else 0.0
         if lag is None:
-            return SelfSample(d, 0.0, 0.0)
-        return SelfSample(d, _sum_samples(lag, "_sum"), _sum_samples(lag, "_count"))
+            return SelfSample(d, 0.0, 0.0, o)
+        return SelfSample(d, _sum_samples(lag, "_sum"), _sum_samples(lag, "_count"), o)
 
     return sample
 
@@ -73,6 +77,8 @@ def window_value(metric: str, old: SelfSample, new: SelfSample) -> float:
     """The figure a `self` condition compares, between two samples a window apart."""
     if metric == "dropped":
         return max(0.0, new.dropped_total - old.dropped_total)
+    if metric == "overdue":
+        return new.overdue
     n = new.lag_count - old.lag_count
     # counters that went back (a source that restarted) say nothing about this window
     return (new.lag_sum - old.lag_sum) / n if n > 0 else 0.0

@@ -30,8 +30,6 @@ def lifecycle_figures(lm: LifecycleManager) -> Callable[[], list[Figure]]:
              "Lifecycle passes that failed (object storage down...); retried", s.errors),
             ("otelog_deletion_requests_open", "gauge",
              "GDPR deletion requests not yet erased", len(open_)),
-            ("otelog_deletion_requests_overdue", "gauge",
-             "GDPR deletion requests past their erase deadline", len(lm.overdue())),
         ]  # fmt: skip
 
     return figures
