@@ -361,3 +361,48 @@ def test_deleting_a_trace_erases_its_logs_and_its_spans(env: Env) -> None:
     }
     assert list(env.store.db.scan_prefix(fmt.CF_SPANS, fmt.span_prefix("default", tid))) == []
     assert env.results([""])[""][0] == 59
+
+
+def test_policies_send_their_records_to_their_own_destinations(env: Env) -> None:
+    rng = random.Random(6)
+    env.ingest(_request(rng, 40, NOW - 10 * DAY_NS, "both"))
+    env.lm.set_policy(
+        RetentionPolicy("auth-archive", "service=auth", 7, 30, f"s3://{env.bucket}/auth", 1)
+    )
+    before = env.results()
+    env.lm.run_pass()
+    segs = env.segments()
+    assert sorted((s.meta.cold.split("/")[3], s.meta.rows) for s in segs) == [
+        ("auth", 40),
+        ("cold", 40),
+    ]
+    assert env.results() == before
+    keys = env.bucket_keys()
+    assert sorted(k.split("/")[0] for k in keys) == ["auth", "cold"]
+
+
+def test_retention_file_and_validation(tmp_path: Path) -> None:
+    from otelog.errors import InvalidArgument, QuerySyntaxError
+    from otelog.lifecycle.retention import load_file
+
+    f = tmp_path / "policies.toml"
+    f.write_text(
+        '[[policy]]\nname = "errors"\nquery = "level>=ERROR"\nhot_days = 30\n'
+        'cold_days = 700\npriority = 5\n\n[[policy]]\nname = "debug"\n'
+        'query = "level<=DEBUG"\nhot_days = 1\ncold_days = 0\n'
+    )
+    ps = load_file(str(f))
+    assert [(p.name, p.hot_days, p.cold_days, p.priority) for p in ps] == [
+        ("errors", 30, 700, 5),
+        ("debug", 1, 0, 0),
+    ]
+    f.write_text('[[policy]]\nname = "x"\nquery = "level="\n')
+    with pytest.raises(QuerySyntaxError):
+        load_file(str(f))
+    f.write_text('[[policy]]\nname = "x"\nhot = 3\n')
+    with pytest.raises(InvalidArgument, match="policy 1"):
+        load_file(str(f))
+    with pytest.raises(InvalidArgument):
+        RetentionPolicy("default", "service=a").validate()
+    with pytest.raises(InvalidArgument):
+        RetentionPolicy("x", "", 1, 1, "bucket/prefix").validate()

@@ -181,3 +181,38 @@ def test_retention_policies_are_set_listed_and_removed(otelog: OtelogProcess) ->
     ]
     names = [x["name"] for x in otelog.data("{ retentionPolicies { name } }")["retentionPolicies"]]
     assert names == ["default"]
+
+
+def test_s3_down_fails_cold_queries_clearly_and_never_ingestion(
+    otelog_factory: Any, tmp_path: Any
+) -> None:
+    s3 = S3Server(tmp_path / "s3-outage").start()
+    srv = _server(otelog_factory, s3, "e2e-outage")
+    sender = Sender(srv)
+    try:
+        sender.send(
+            "ledger", [f"entry {i}" for i in range(30)], "INFO", ts_ns=time.time_ns() - 5 * DAY
+        )
+        _wait(lambda: _metric(srv, "otelog_cold_records") >= 30, "records in S3")
+        s3.stop()
+        errors_before = _metric(srv, "otelog_lifecycle_errors_total")
+        body = srv.graphql(LOGS, {"q": "service=ledger"})
+        err = body["errors"][0]
+        assert err["extensions"]["code"] == "COLD_STORAGE_UNAVAILABLE"
+        assert "cold storage unavailable" in err["message"] and "Traceback" not in err["message"]
+        r = httpx.get(srv.api_url + "/logs/search", params={"query": "service=ledger"}, timeout=30)
+        assert r.status_code == 503 and "cold storage" in r.json()["error"]
+        # ingestion goes on, and recent data answers (its time range reaches no cold data)
+        sender.send("ledger", ["while s3 is down"], "ERROR")
+        recent = srv.data(
+            'query { logs(query: "service=ledger", since: "1h") { total records { body } } }'
+        )["logs"]
+        assert recent["total"] == 1 and recent["records"][0]["body"] == "while s3 is down"
+        sender.send("ledger", ["also old"], "INFO", ts_ns=time.time_ns() - 5 * DAY)
+        _wait(lambda: _metric(srv, "otelog_lifecycle_errors_total") > errors_before, "an error")
+        s3.start()
+        _wait(lambda: _metric(srv, "otelog_cold_records") >= 31, "the retried move")
+        assert _logs(srv, "service=ledger")[0] == 32
+    finally:
+        sender.close()
+        s3.stop()
