@@ -406,3 +406,19 @@ def test_retention_file_and_validation(tmp_path: Path) -> None:
         RetentionPolicy("default", "service=a").validate()
     with pytest.raises(InvalidArgument):
         RetentionPolicy("x", "", 1, 1, "bucket/prefix").validate()
+
+
+def test_objects_no_catalog_entry_names_are_swept(env: Env) -> None:
+    rng = random.Random(7)
+    env.ingest(_request(rng, 20, NOW - 10 * DAY_NS, "kept"))
+    env.lm.run_pass()
+    (kept,) = env.bucket_keys()
+    objs = _objects(env.s3)
+    # an upload whose catalog swap a crash prevented, and a stranger's object
+    objs.put(env.bucket, "cold/default/2026-01-01/00000000000000ff.seg", b"OTLGSEG1 orphan")
+    objs.put(env.bucket, "cold/default/notes.txt", b"not ours")
+    assert env.lm.sweep_orphans(min_age_s=3600) == []  # too young to be sure
+    gone = env.lm.sweep_orphans(min_age_s=-1)
+    assert gone == [f"s3://{env.bucket}/cold/default/2026-01-01/00000000000000ff.seg"]
+    assert sorted(env.bucket_keys()) == sorted([kept, "cold/default/notes.txt"])
+    assert env.results([""])[""][0] == 40

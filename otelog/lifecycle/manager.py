@@ -27,6 +27,7 @@ from otelog.lifecycle.retention import (
     RetentionPolicy,
     assign,
     may_act,
+    next_change,
     ordered,
     plan_segment,
     policy_prefix,
@@ -97,6 +98,11 @@ class LifecycleManager:
         self._pass_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.sweep_interval_s = 6 * 3600.0
+        # segment id -> clock time before which its plan cannot change (KEEP decisions)
+        self._next_check: dict[int, int] = {}
+        self._policy_version: dict[str, tuple[object, ...]] = {}
+        self._last_sweep = time.monotonic()
         store.cold.fetcher = objects
         store.cold.cache = cold_cache
         if objects is not None:
@@ -211,6 +217,12 @@ class LifecycleManager:
                     log.warning("lifecycle %s failed: %s", step.__name__, e)
             self.store.collect_garbage()
             self._finish_erasures()
+            if time.monotonic() - self._last_sweep > self.sweep_interval_s:
+                self._last_sweep = time.monotonic()
+                try:
+                    self.sweep_orphans()
+                except Exception as e:  # noqa: BLE001 - storage only; next sweep retries
+                    errors.append(f"sweep: {e}")
             if errors:
                 self.stats.errors += len(errors)
                 self.stats.last_error = "; ".join(errors)
@@ -297,7 +309,19 @@ class LifecycleManager:
         for tenant, segs in self.store.all_segments().items():
             policies = self.policies(tenant)
             now = self.clock()
-            todo = [s for s in segs if s.meta.rows and may_act(s, policies, now)]
+            version = tuple(
+                (p.name, p.query, p.hot_ns, p.total_ns, p.destination) for p in policies
+            )
+            if version != self._policy_version.get(tenant):
+                self._policy_version[tenant] = version
+                self._next_check.clear()
+            todo = [
+                s
+                for s in segs
+                if s.meta.rows
+                and self._next_check.get(s.meta.id, 0) <= now
+                and may_act(s, policies, now)
+            ]
             todo.sort(key=lambda s: s.meta.min_ts)
             for seg in todo:
                 with self.store.rewrite_lock:
@@ -318,6 +342,8 @@ class LifecycleManager:
         )
         self.stats.by_action[plan.action.value] = self.stats.by_action.get(plan.action.value, 0) + 1
         if plan.action is Action.KEEP:
+            # nothing changes for this segment before its next row crosses a boundary
+            self._next_check[seg.meta.id] = next_change(seg, groups, self.clock())
             return
         if plan.action in (Action.DROP, Action.EXPIRE):
             self._rewrite(seg, plan.keeps)
@@ -392,6 +418,38 @@ class LifecycleManager:
         self.objects.delete_all_versions(bucket, key)
         if self.store.cold.cache is not None:
             self.store.cold.cache.forget(uri)
+
+    # ---- objects nothing points at
+
+    def sweep_orphans(self, min_age_s: float = 3600.0) -> list[str]:
+        """Delete segment objects that no catalog entry names: uploads whose catalog swap a
+        crash prevented. Only objects older than `min_age_s`, so an upload about to be
+        recorded is never taken. Returns the URIs deleted."""
+        if self.objects is None:
+            return []
+        known: set[str] = set()
+        tenants = set()
+        for tenant, segs in self.store.all_segments().items():
+            tenants.add(tenant)
+            known.update(s.meta.cold for s in segs if s.meta.cold)
+        known |= self.store.garbage_uris()
+        dests = {self.default_destination}
+        for tenant in tenants:
+            dests.update(p.destination for p in self.policies(tenant) if p.destination)
+        cutoff = time.time() - min_age_s
+        gone = []
+        for text in sorted(dests):
+            dest = Destination.parse(text)
+            for tenant in sorted(tenants):
+                prefix = dest.key(f"{tenant}/")
+                for key, _size, modified in self.objects.list_dated(dest.bucket, prefix):
+                    uri = f"s3://{dest.bucket}/{key}"
+                    if key.endswith(".seg") and uri not in known and modified < cutoff:
+                        self._delete_object(uri)
+                        gone.append(uri)
+        if gone:
+            log.info("deleted %d segment objects no catalog entry named", len(gone))
+        return gone
 
     # ---- reporting
 

@@ -184,8 +184,14 @@ class ObjectStore:
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, int]]:
         """(key, size) of every object under `prefix`."""
+        for key, size, _ in self.list_dated(bucket, prefix):
+            yield key, size
+
+    def list_dated(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """(key, size, last modified as a unix time) of every object under `prefix`."""
         with _errors("list", f"s3://{bucket}/{prefix}"):
             if not self.client.bucket_exists(bucket):
                 return
             for o in self.client.list_objects(bucket, prefix=prefix, recursive=True):
-                yield str(o.object_name), int(o.size or 0)
+                modified = o.last_modified.timestamp() if o.last_modified else 0.0
+                yield str(o.object_name), int(o.size or 0), modified

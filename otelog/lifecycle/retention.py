@@ -176,6 +176,25 @@ def plan_segment(
     return Plan(Action.KEEP, [])
 
 
+def next_change(
+    seg: SegmentReader, groups: list[tuple[RetentionPolicy, BitMap]], now_ns: int
+) -> int:
+    """The first time after `now_ns` a row of `seg` ends its hot or its cold period: a
+    segment kept now need not be looked at again before."""
+    ts = seg.ts
+    times = []
+    for p, rows in groups:
+        first = int(ts[rows.min()])
+        for t in (first + p.hot_ns, first + p.total_ns):
+            if t > now_ns:
+                times.append(t)
+        # the group's rows become ready one by one: the next one after now
+        k = int(np.searchsorted(ts, now_ns - p.hot_ns, "right"))
+        if k < len(ts):
+            times.append(int(ts[k]) + p.hot_ns)
+    return min(times, default=now_ns + DAY_NS)
+
+
 def may_act(seg: SegmentReader, policies: list[RetentionPolicy], now_ns: int) -> bool:
     """Cheap test from the segment's time range alone: can any policy act on it now?"""
     shortest_total = min(p.total_ns for p in policies)

@@ -269,26 +269,30 @@ class Searcher:
 
     def hidden_rows(self, seg: SegmentReader, tombstones: list[_Tombstone] | None = None) -> BitMap:
         """Rows of a sealed segment that tombstones hide. Segments are immutable, so the
-        answer is cached per segment and set of tombstones."""
+        answer is cached per segment and tombstone."""
         ts_list = self.tombstones if tombstones is None else tombstones
         if not ts_list:
             return BitMap()
-        ids = tuple(sorted(t.id for t in ts_list))
-        key = ("hidden", seg.meta.id)
-        cached = self.store.query_cache.get(key)
-        if isinstance(cached, tuple) and cached[0] == ids:
-            return cached[1]  # type: ignore[no-any-return]
-        hidden = BitMap()
-        lid = seg.lid
+        cache = self.store.query_cache
+        if len(cache) > 200_000:
+            cache.clear()  # entries of gone segments and erased requests; cheap to redo
+        parts = []
         for t in ts_list:
-            if not len(lid) or int(lid.min()) > t.max_lid:
-                continue  # every row came after the request
-            rows = self._matching_rows(seg, t.node, TimeWindow(), t.now_ns, t.matcher)
-            if rows and int(lid.max()) > t.max_lid:
-                rows &= bitmap_of(np.flatnonzero(lid <= t.max_lid))
-            hidden |= rows
-        self.store.query_cache[key] = (ids, hidden)
-        return hidden
+            key = ("hidden", seg.meta.id, t.id)
+            rows = cache.get(key)
+            if rows is None:
+                rows = cache[key] = self._tombstone_rows(seg, t)
+            parts.append(rows)
+        return BitMap.union(*parts)  # type: ignore[arg-type]
+
+    def _tombstone_rows(self, seg: SegmentReader, t: _Tombstone) -> BitMap:
+        lid = seg.lid
+        if not len(lid) or int(lid.min()) > t.max_lid:
+            return BitMap()  # every row came after the request
+        rows = self._matching_rows(seg, t.node, TimeWindow(), t.now_ns, t.matcher)
+        if rows and int(lid.max()) > t.max_lid:
+            rows &= bitmap_of(np.flatnonzero(lid <= t.max_lid))
+        return rows
 
     def _fresh_hidden(self, b: LogBatch, i: int) -> bool:
         lid = b.log_id[i]

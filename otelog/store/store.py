@@ -319,6 +319,11 @@ class Store:
             self.compact_deleted(hot)
         return len(gone) - len(failed)
 
+    def garbage_uris(self) -> set[str]:
+        """Objects of replaced cold segments not deleted yet."""
+        with self._lock:
+            return {s.meta.cold for _, segs in self._garbage for s in segs if s.meta.cold}
+
     def garbage_ids(self) -> set[int]:
         """Ids of replaced segments whose bytes are not gone yet."""
         with self._lock:
