@@ -136,7 +136,7 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path, s3: S3Server, request: pytest.FixtureRequest) -> Iterator[Env]:
-    e = Env(tmp_path, s3, "t-" + request.node.name.replace("_", "-")[:50].lower())
+    e = Env(tmp_path, s3, ("t-" + request.node.name.replace("_", "-")[:50].lower()).rstrip("-"))
     yield e
     e.close()
 
@@ -422,3 +422,49 @@ def test_objects_no_catalog_entry_names_are_swept(env: Env) -> None:
     assert gone == [f"s3://{env.bucket}/cold/default/2026-01-01/00000000000000ff.seg"]
     assert sorted(env.bucket_keys()) == sorted([kept, "cold/default/notes.txt"])
     assert env.results([""])[""][0] == 40
+
+
+def test_a_request_past_its_deadline_is_overdue_until_erased(env: Env) -> None:
+    from otelog.alerting.selfmetrics import SelfSample, window_value
+    from otelog.lifecycle.figures import lifecycle_figures
+
+    rng = random.Random(8)
+    env.ingest(_request(rng, 10, NOW - 3600 * 10**9, "late", secret_every=3))
+    env.lm.erase_deadline_ns = 3600 * 10**9
+    d = env.lm.delete_logs(f"attributes.user.id={SECRET}")
+    assert env.lm.overdue() == []
+    env.clock.ns = NOW + 2 * 3600 * 10**9  # the erase job did not run for two hours
+    assert [x.id for x in env.lm.overdue()] == [d.id]
+    figures = {name: value for name, _, _, value in lifecycle_figures(env.lm)()}
+    assert figures["otelog_deletion_requests_open"] == 1
+    # what the built-in `overdue > 0` rule compares
+    assert window_value("overdue", SelfSample(0, 0, 0, 0), SelfSample(0, 0, 0, 1)) == 1
+    env.lm.run_pass()
+    env.store.collect_garbage(force=True)
+    env.lm.run_pass()
+    assert env.lm.overdue() == []
+    figures = {name: value for name, _, _, value in lifecycle_figures(env.lm)()}
+    assert figures["otelog_deletion_requests_open"] == 0
+
+
+def test_erasure_leaves_no_old_version_in_a_versioned_bucket(env: Env) -> None:
+    from minio.versioningconfig import ENABLED, VersioningConfig
+
+    objs = _objects(env.s3)
+    objs.ensure_bucket(env.bucket)
+    objs.client.set_bucket_versioning(env.bucket, VersioningConfig(ENABLED))
+    rng = random.Random(9)
+    env.ingest(_request(rng, 30, NOW - 10 * DAY_NS, "versioned", secret_every=4))
+    env.lm.run_pass()
+    assert env.bucket_keys()
+    d = env.lm.delete_logs(f"attributes.user.id={SECRET}")
+    env.lm.run_pass()
+    env.store.collect_garbage(force=True)
+    env.lm.run_pass()
+    d2 = env.lm.deletion(d.id)
+    assert d2 is not None and d2.state == ERASED and d2.erased == 16
+    versions = list(objs.client.list_objects(env.bucket, include_version=True, recursive=True))
+    assert len(versions) == 1  # the rewritten object; no older version, no delete marker
+    for v in versions:
+        resp = objs.client.get_object(env.bucket, str(v.object_name), version_id=v.version_id)
+        assert not any(SECRET.encode() in p for p in _plain(resp.read()))
