@@ -96,7 +96,9 @@ class S3Server:
         client = self.client()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited: {(self.dir / 'weed.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"weed mini exited: {(self.dir / 'weed.log').read_text()[-2000:]}"
+                )
             try:
                 client.list_buckets()
                 return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -87,7 +88,7 @@ def test_old_records_move_to_s3_and_stay_searchable(
 
 
 def test_delete_logs_hides_at_once_and_is_erased_with_a_receipt(
-    otelog_factory: Any, s3_server: S3Server
+    otelog_factory: Any, s3_server: S3Server, tmp_path: Any
 ) -> None:
     srv = _server(otelog_factory, s3_server, "e2e-gdpr")
     sender = Sender(srv)
@@ -126,6 +127,20 @@ def test_delete_logs_hides_at_once_and_is_erased_with_a_receipt(
 
         bodies = asyncio.run(tail())
         assert len(bodies) == 25 and not any(SECRET in b for b in bodies)
+        # and from exports
+        job = httpx.post(
+            srv.api_url + "/logs/export",
+            json={"query": "service=shop", "format": "JSONL", "destination": str(tmp_path)},
+            timeout=30,
+        ).json()
+        done_job = _wait(
+            lambda: (
+                j := httpx.get(f"{srv.api_url}/logs/export/{job['job_id']}", timeout=10).json()
+            )["status"] == "SUCCEEDED" and j,
+            "the export",
+        )  # fmt: skip
+        lines = Path(done_job["location"]).read_text().splitlines()
+        assert len(lines) == 25 and not any(SECRET in line for line in lines)
         # erased in the background, with a receipt
         done = _wait(
             lambda: (

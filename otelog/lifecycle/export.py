@@ -141,6 +141,7 @@ class ExportManager:
         objects: ObjectStore | None = None,
         *,
         max_running: int = 4,
+        max_kept: int = 1000,
         page_rows: int = 4096,
         part_size: int = PART_SIZE,
         persist_interval_s: float = 1.0,
@@ -151,6 +152,7 @@ class ExportManager:
         self.queries = queries
         self.objects = objects
         self.max_running = max_running
+        self.max_kept = max_kept
         self.page_rows = page_rows
         self.part_size = part_size
         self.persist_interval_s = persist_interval_s
@@ -183,6 +185,21 @@ class ExportManager:
         for job in interrupted:
             self._remove_partial(job)
             self._persist(job, sync=True)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forgets the oldest finished jobs past `max_kept`: records are not kept forever."""
+        with self._lock:
+            finished = sorted((k for k in self._jobs if k not in self._runs), key=lambda k: k[1])
+            drop = finished[: max(0, len(self._jobs) - self.max_kept)]
+            for k in drop:
+                del self._jobs[k]
+        if drop:
+            db = self.store.db
+            wb = db.batch()
+            for tenant, job_id in drop:
+                db.delete(wb, fmt.CF_META, fmt.export_key(tenant, job_id))
+            db.write(wb, sync=False)
 
     def _remove_partial(self, job: ExportJob) -> None:
         """The `.partial` file a crash left. (A multipart upload a crash cut short is no
@@ -240,6 +257,7 @@ class ExportManager:
             self._jobs[(tenant, job_id)] = job
             self._runs[(tenant, job_id)] = run
         self._persist(job, sync=True)
+        self._prune()
         run.thread = threading.Thread(
             target=self._run,
             args=(run, node, now, window, target),

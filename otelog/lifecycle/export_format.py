@@ -73,24 +73,42 @@ class ExportFormat(enum.Enum):
             raise ValueError(f"unknown format {text[:40]!r}; use CSV, JSONL or PARQUET") from None
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def _json(v: Any) -> str:
     # compact and UTF-8 as is: exports are for machines, and \u escapes only add bytes
-    return json.dumps(json_safe(v), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return _dumps(v)
+    except ValueError:  # NaN or an infinity: as strings, as the JSON records have them
+        return _dumps(json_safe(v))
 
 
-def _flat(r: LogRow) -> tuple[str, int, str, str, str, str, str, str, str, str]:
-    return (
-        log_id_str(r.log_id),
-        r.ts,
-        r.service,
-        r.level_name,
-        r.host,
-        r.trace_id,
-        r.span_id,
-        r.body,
-        _json(r.attributes()),
-        _json(r.resource()),
-    )
+class _Flat:
+    """Rows as the flat tuple of COLUMNS (timestamp in ns). A resource is shared by many
+    rows: its JSON is made once."""
+
+    def __init__(self) -> None:
+        self._resources: dict[bytes, str] = {}
+
+    def __call__(self, r: LogRow) -> tuple[str, int, str, str, str, str, str, str, str, str]:
+        res = self._resources.get(r.resource_pb)
+        if res is None:
+            if len(self._resources) > 10_000:
+                self._resources.clear()
+            res = self._resources[r.resource_pb] = _json(r.resource())
+        return (
+            log_id_str(r.log_id),
+            r.ts,
+            r.service,
+            r.level_name,
+            r.host,
+            r.trace_id,
+            r.span_id,
+            r.body,
+            _json(r.attributes()),
+            res,
+        )
 
 
 def _csv(pages: Iterable[list[LogRow]]) -> Iterator[bytes]:
@@ -98,9 +116,10 @@ def _csv(pages: Iterable[list[LogRow]]) -> Iterator[bytes]:
     # RFC 4180 line ends; a message with newlines stays one quoted field
     out = csv.writer(buf, lineterminator="\r\n")
     out.writerow(COLUMNS)
+    flat = _Flat()
     for page in pages:
         for r in page:
-            f = _flat(r)
+            f = flat(r)
             out.writerow((f[0], rfc3339(f[1]), *f[2:]))
         yield buf.getvalue().encode()
         buf.seek(0)
@@ -109,10 +128,16 @@ def _csv(pages: Iterable[list[LogRow]]) -> Iterator[bytes]:
         yield buf.getvalue().encode()
 
 
+def _json_line(r: LogRow) -> str:
+    try:
+        return _dumps(log_json(r, strict=False)) + "\n"
+    except ValueError:  # NaN or an infinity among the attributes
+        return _dumps(log_json(r)) + "\n"
+
+
 def _jsonl(pages: Iterable[list[LogRow]]) -> Iterator[bytes]:
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
     for page in pages:
-        text = "".join(dumps(log_json(r)) + "\n" for r in page)
+        text = "".join(_json_line(r) for r in page)
         yield text.encode()
 
 
@@ -147,8 +172,8 @@ class _Drain:
         return out
 
 
-def _record_batch(page: list[LogRow]) -> pa.RecordBatch:
-    cols = list(zip(*(_flat(r) for r in page), strict=True))
+def _record_batch(page: list[LogRow], flat: _Flat) -> pa.RecordBatch:
+    cols = list(zip(*(flat(r) for r in page), strict=True))
     return pa.record_batch(
         [
             pa.array(cols[0], pa.string()),
@@ -173,11 +198,12 @@ def _parquet(
     sink = _Drain()
     writer = pq.ParquetWriter(sink, PARQUET_SCHEMA, compression="zstd")
     held = pa.Table.from_batches([], schema=PARQUET_SCHEMA)
+    flat = _Flat()
     try:
         for page in pages:
             if not page:
                 continue
-            held = pa.concat_tables([held, pa.Table.from_batches([_record_batch(page)])])
+            held = pa.concat_tables([held, pa.Table.from_batches([_record_batch(page, flat)])])
             # row groups of exactly row_group_rows (the last one excepted): readers size
             # their buffers by them
             while held.num_rows >= row_group_rows:

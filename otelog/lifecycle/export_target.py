@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Protocol, cast
 
 from otelog.errors import InvalidArgument, OtelogError
-from otelog.lifecycle.objstore import Destination, ObjectStore
+from otelog.lifecycle.objstore import Destination, ObjectStore, ObjectStoreUnavailable
 
 __all__ = ["ChunkReader", "ExportTarget", "LocalTarget", "S3Target", "target_for"]
 
@@ -139,7 +139,12 @@ class S3Target:
 
     def write(self, chunks: Iterator[bytes]) -> int:
         stream = cast(IO[bytes], ChunkReader(chunks))  # the client only calls read()
-        return self.objects.put_stream(self.bucket, self.key, stream, self.part_size)
+        try:
+            return self.objects.put_stream(self.bucket, self.key, stream, self.part_size)
+        except ObjectStoreUnavailable as e:
+            raise ObjectStoreUnavailable(
+                f"object storage unavailable, {self.location} not written: {e}"
+            ) from e
 
     def discard(self) -> None:
         # an aborted multipart upload left nothing; a finished one (cancelled after its

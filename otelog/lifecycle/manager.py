@@ -291,16 +291,20 @@ class LifecycleManager:
             snap = self.store.snapshot(d.tenant)
             if any(searcher.hidden_rows(s, mine) for s in snap.segments if s.meta.rows):
                 continue  # rows that reached a segment after the pass: next pass
-            # the WAL entries of erased records were deleted at seal; compaction drops them
-            self.store.db.flush()
-            self.store.compact_wal()
+            # the old segments' keys and the erased records' WAL entries are deleted;
+            # compaction makes their bytes go from the SST files too
+            self.store.erase_now()
             d.state = ERASED
+            # every row it hid is gone now, some perhaps by retention or by a job whose
+            # receipt a crash lost
+            d.erased = max(d.erased, d.matched)
             d.erased_ns = self.clock()
             d.pending_gc = []
             d.query_sha256 = hashlib.sha256(d.query.encode()).hexdigest()
             d.query = ""
             self.store.put_deletion(d)
             # older versions of the request's own key still name the query until compacted
+            self.store.db.flush()
             self.store.db.compact(fmt.CF_META)
 
     # ---- retention and tiering

@@ -276,14 +276,15 @@ class Searcher:
         cache = self.store.query_cache
         if len(cache) > 200_000:
             cache.clear()  # entries of gone segments and erased requests; cheap to redo
-        parts = []
+        parts: list[BitMap] = []
         for t in ts_list:
             key = ("hidden", seg.meta.id, t.id)
             rows = cache.get(key)
-            if rows is None:
-                rows = cache[key] = self._tombstone_rows(seg, t)
+            if not isinstance(rows, BitMap):
+                rows = self._tombstone_rows(seg, t)
+                cache[key] = rows
             parts.append(rows)
-        return BitMap.union(*parts)  # type: ignore[arg-type]
+        return BitMap.union(*parts)
 
     def _tombstone_rows(self, seg: SegmentReader, t: _Tombstone) -> BitMap:
         lid = seg.lid

@@ -24,7 +24,7 @@ from functools import partial
 import numpy as np
 
 from otelog.model import LogBatch
-from otelog.query.execute import Matches, Searcher
+from otelog.query.execute import Matches, Searcher, tombstones_of
 from otelog.query.rows import LogRow, row_from_batch
 from otelog.store.segment import SegmentReader, rows_array
 
@@ -153,6 +153,7 @@ def ordered_rows(searcher: Searcher, m: Matches, page_rows: int = 4096) -> Itera
         first = min(batch.ts[i] for i in rows)
         pending.append((first, len(m.segments) + n, partial(_Fresh, searcher, batch, rows)))
     pending.sort(key=lambda p: (p[0], p[1]), reverse=True)  # pop() takes the earliest
+    known = {t.id for t in searcher.tombstones}
 
     def open_next() -> _Source:
         return pending.pop()[2]()
@@ -196,6 +197,14 @@ def ordered_rows(searcher: Searcher, m: Matches, page_rows: int = 4096) -> Itera
                     for k, i in zip(which[p : p + page_rows], where[p : p + page_rows], strict=True)
                 ]
                 decoded = [r for r in page if r is not None]
+                # a deletion recorded during the walk hides its rows from the next page on
+                later = [t for t in tombstones_of(searcher.store, searcher.tenant)
+                         if t.id not in known]  # fmt: skip
+                if later:
+                    decoded = [
+                        r for r in decoded
+                        if not any(r.log_id <= t.max_lid and t.matcher(r) for t in later)
+                    ]  # fmt: skip
                 if decoded:
                     yield decoded
         live = [s for s in live if s.pos < len(s)]

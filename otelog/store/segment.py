@@ -12,7 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePb
@@ -264,6 +264,14 @@ def build_segment(tenant: str, seg_id: int, batches: list[LogBatch]) -> BuiltSeg
     return BuiltSegment(meta, cols, postings)
 
 
+class ColumnSource(Protocol):
+    """Where a reader's bytes come from: RocksDB, a detached copy, or a cold object."""
+
+    def get(self, cf: str, key: bytes) -> bytes | None: ...
+
+    def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]: ...
+
+
 class SegmentData:
     """Every stored byte of one segment, detached from RocksDB: what a merge in another
     process reads. Quacks like `Database` for the `get`/`get_many` a reader uses."""
@@ -293,7 +301,7 @@ class SegmentData:
 class SegmentReader:
     """Lazily decoded columns of one sealed segment; cached by the store."""
 
-    def __init__(self, db: Database | SegmentData, meta: SegmentMeta) -> None:
+    def __init__(self, db: ColumnSource, meta: SegmentMeta) -> None:
         self.db = db
         self.meta = meta
         self._lock = threading.Lock()

@@ -83,6 +83,8 @@ class Store:
         self._unsealed_bytes = 0
         # seconds a replaced segment's bytes stay for queries that took a snapshot before
         self.gc_grace_s = 60.0
+        self.post_compact_s = 600.0
+        self._last_post_compaction = 0.0
         # object storage for cold segments; the lifecycle fills it in
         self.cold = ColdAccess()
         self.cold_deleter: Callable[[str], None] | None = None
@@ -431,18 +433,31 @@ class Store:
         """Every record committed so far has a log id at most this (ids are seq << 24)."""
         return (self._next_seq << 24) - 1
 
-    def compact_deleted(self, segments: list[SegmentReader]) -> None:
+    def compact_deleted(self, segments: list[SegmentReader], everything: bool = False) -> None:
         """Have RocksDB drop deleted data now rather than whenever its levels fill up.
 
         Compaction runs in RocksDB's threads without the GIL; merged-away segments and
-        sealed WAL entries are most of what it removes.
+        sealed WAL entries are most of what it removes. A segment's columns are one key
+        range, cheap to compact at once; its postings are keyed term-first, spread over the
+        whole family, so that family is compacted whole only every `post_compact_s`, or
+        when `everything` is asked for (an erasure must see its bytes gone).
         """
         for s in segments:
             lo = fmt.segment_columns_prefix(s.meta.tenant, s.meta.id)
             self.db.compact(fmt.CF_COLS, lo, fmt.prefix_end(lo))
-        # postings are keyed term-first, so a segment's are spread over the whole family
-        self.db.compact(fmt.CF_POST)
-        self.db.compact(fmt.CF_WAL)
+        now = time.monotonic()
+        if everything or now - self._last_post_compaction >= self.post_compact_s:
+            self._last_post_compaction = now
+            self.db.compact(fmt.CF_POST)
+            self.db.compact(fmt.CF_WAL)
+
+    def erase_now(self) -> None:
+        """Make deleted bytes go from disk now: memtables flushed (RocksDB's own log files
+        go with them), then the families compacted whole."""
+        self.db.flush()
+        for cf in (fmt.CF_COLS, fmt.CF_POST, fmt.CF_WAL, fmt.CF_META):
+            self.db.compact(cf)
+        self._last_post_compaction = time.monotonic()
 
     def compact_wal(self) -> None:
         """Sealed WAL entries are tombstones until compacted; without this, requests that
