@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -54,6 +55,12 @@ def _merge(
     return merge_segments(tenant, seg_id, readers, keeps)
 
 
+def _background() -> None:
+    # merges are maintenance: on a busy machine the scheduler serves the seal worker and
+    # the receivers first (measured: without it a 1 M-record burst shed 9% of its records)
+    os.nice(10)
+
+
 class ProcessSegmentBuilder:
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
@@ -63,7 +70,7 @@ class ProcessSegmentBuilder:
         # merges and rewrites get their own worker: a seal must never queue behind a merge
         # of a million rows, or fresh records would wait seconds to become segments
         self._merge_pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_background
         )
 
     def __call__(self, tenant: str, seg_id: int, memtable: Memtable) -> BuiltSegment:

@@ -261,7 +261,12 @@ class Server:
         alerts.start(asyncio.get_running_loop())
         self.writer.listeners.append(alerts.on_commit)
         self.writer.start()
-        lifecycle.start(pass_interval_s=c.lifecycle_interval_seconds)
+        budget = control.budget
+        lifecycle.start(
+            pass_interval_s=c.lifecycle_interval_seconds,
+            # merging and moving wait while ingestion nears the point where it sheds
+            busy=lambda: budget.pressure() > c.shed_debug_at / 2,
+        )
         handler = OtlpHandler(self.writer, self.limits(), control)
         grpc_server = otlp_grpc.build_server(
             handler, c.max_request_bytes, c.grpc_max_concurrent_streams, c.grpc_max_concurrent_rpcs

@@ -180,12 +180,22 @@ class LifecycleManager:
 
     # ---- the passes
 
-    def start(self, merge_interval_s: float = 1.0, pass_interval_s: float = 60.0) -> None:
+    def start(
+        self,
+        merge_interval_s: float = 1.0,
+        pass_interval_s: float = 60.0,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """The background thread. While `busy()` (ingestion under pressure) it merges and
+        moves nothing: those compete for the cores the receivers and the sealer need."""
+
         def loop() -> None:
             last_pass = 0.0
             while not self._stop.wait(merge_interval_s):
+                if busy():
+                    continue
                 try:
-                    while not self._stop.is_set() and self.store.merge_once():
+                    while not self._stop.is_set() and not busy() and self.store.merge_once():
                         pass
                     self.store.collect_garbage()
                     if time.monotonic() - last_pass >= pass_interval_s:
