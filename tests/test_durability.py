@@ -282,13 +282,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def serve_expecting_refusal(data_dir: Path, output: Path) -> tuple[int | None, str]:
+def serve_expecting_refusal(
+    data_dir: Path, output: Path, extra_args: list[str] | None = None
+) -> tuple[int | None, str]:
     """Start `otelog serve`; (exit code, output) once it exits, or (None, output) as soon
     as it reports ready instead (then it is stopped)."""
     api_port = free_port()
     with open(output, "wb") as out:
         proc = subprocess.Popen(
-            serve_command(data_dir, free_port(), free_port(), api_port),
+            [*serve_command(data_dir, free_port(), free_port(), api_port), *(extra_args or [])],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

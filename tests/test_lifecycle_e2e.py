@@ -231,3 +231,39 @@ def test_s3_down_fails_cold_queries_clearly_and_never_ingestion(
     finally:
         sender.close()
         s3.stop()
+
+
+def test_the_retention_file_is_applied_at_start(otelog_factory: Any, tmp_path: Path) -> None:
+    policies = tmp_path / "policies.toml"
+    policies.write_text(
+        '[[policy]]\nname = "errors"\nquery = "level>=ERROR"\nhot_days = 30\n'
+        "cold_days = 700\npriority = 5\n"
+    )
+    srv: OtelogProcess = otelog_factory(extra_args=["--retention-file", str(policies)])
+    got = srv.data("{ retentionPolicies { name query hotDays coldDays priority } }")
+    assert got["retentionPolicies"] == [
+        {"name": "errors", "query": "level>=ERROR", "hotDays": 30.0, "coldDays": 700.0,
+         "priority": 5},
+        {"name": "default", "query": "", "hotDays": 7.0, "coldDays": 365.0, "priority": 0},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--retention-file", "{dir}/missing.toml"], "missing.toml"),
+        (["--retention-file", "{dir}/bad.toml"], "position"),
+        (["--cold-destination", "bucket-without-scheme"], "s3://bucket/prefix"),
+        (["--hot-days", "-1"], "hot_days"),
+    ],
+)
+def test_a_bad_lifecycle_setting_stops_the_start_with_a_message(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    from test_durability import serve_expecting_refusal
+
+    (tmp_path / "bad.toml").write_text('[[policy]]\nname = "x"\nquery = "level="\n')
+    extra = [a.replace("{dir}", str(tmp_path)) for a in args]
+    code, output = serve_expecting_refusal(tmp_path / "data", tmp_path / "out.log", extra)
+    assert code == 2, output
+    assert says in output and "Traceback" not in output, output
