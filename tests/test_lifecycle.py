@@ -468,3 +468,32 @@ def test_erasure_leaves_no_old_version_in_a_versioned_bucket(env: Env) -> None:
     for v in versions:
         resp = objs.client.get_object(env.bucket, str(v.object_name), version_id=v.version_id)
         assert not any(SECRET.encode() in p for p in _plain(resp.read()))
+
+
+def test_trace_lookups_ask_only_the_cold_segments_that_may_hold_the_trace(env: Env) -> None:
+    rng = random.Random(10)
+    for k in range(4):
+        env.ingest(_request(rng, 30, NOW - (20 - k) * DAY_NS, f"day{k}"))
+    env.lm.run_pass()
+    cold = [s for s in env.segments() if s.meta.cold]
+    assert len(cold) == 4 and all(env.store.trace_bloom(s) is not None for s in cold)
+    row = env.qs.searcher().segment_row(cold[2], 7)
+    env.store.cold.cache = None  # count every request that reaches S3
+
+    class Counting:
+        def __init__(self, inner: ObjectStore) -> None:
+            self.inner, self.keys = inner, []  # type: ignore[var-annotated]
+
+        def get(self, bucket: str, key: str, offset: int = 0, length: int = 0) -> bytes:
+            self.keys.append(key)
+            return self.inner.get(bucket, key, offset, length)
+
+    counting = Counting(_objects(env.s3))
+    env.store.cold.fetcher = counting  # type: ignore[assignment]
+    for s in env.segments():
+        s.source._header = None  # type: ignore[attr-defined]
+    assert env.qs.searcher().trace_logs(rng.randbytes(16)) == []
+    assert counting.keys == []  # no segment may hold a trace nobody sent
+    logs = env.qs.searcher().trace_logs(bytes.fromhex(row.trace_id))
+    assert [r.log_id for r in logs] == [row.log_id]
+    assert {k.rsplit("/", 1)[1] for k in counting.keys} == {cold[2].meta.cold.rsplit("/", 1)[1]}

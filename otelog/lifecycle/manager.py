@@ -36,6 +36,7 @@ from otelog.model import DEFAULT_TENANT
 from otelog.query.execute import Searcher, whole_traces
 from otelog.query.parser import parse
 from otelog.store import format as fmt
+from otelog.store.bloom import TraceBloom
 from otelog.store.cold import (
     ColdSegmentReader,
     ColdSource,
@@ -392,7 +393,10 @@ class LifecycleManager:
         data = object_of_segment(seg, meta)
         uri = self._upload(dest, meta, data)
         cold = replace(meta, cold=uri, cold_bytes=len(data), nbytes=len(data))
-        (reader,) = self.store.replace_segments(seg.meta.tenant, [seg], [], [cold])
+        bloom = _trace_bloom(seg.terms())
+        (reader,) = self.store.replace_segments(
+            seg.meta.tenant, [seg], [], [cold], {cold.id: bloom}
+        )
         self.stats.tiered_segments += 1
         self.stats.tiered_rows += seg.meta.rows
         self.stats.tiered_bytes += len(data)
@@ -419,12 +423,15 @@ class LifecycleManager:
         src = ColdSegmentReader(whole, seg.meta)
         dest = Destination(bucket, key.rsplit("/", 3)[0] + "/" if key.count("/") >= 3 else "")
         metas = []
+        blooms = {}
+        tp = len(fmt.tenant_prefix(seg.meta.tenant)) + 2
         for nid, keep in zip(self.store.new_ids_after(seg, len(keeps)), keeps, strict=True):
             built = merge_segments(seg.meta.tenant, nid, [src], [keep])
             data = _object_of_built(built)
             uri = self._upload(dest, built.meta, data)
             metas.append(replace(built.meta, cold=uri, cold_bytes=len(data), nbytes=len(data)))
-        return self.store.replace_segments(seg.meta.tenant, [seg], [], metas)
+            blooms[nid] = _trace_bloom([k[tp:-8] for k, _ in built.postings])
+        return self.store.replace_segments(seg.meta.tenant, [seg], [], metas, blooms)
 
     def _delete_object(self, uri: str) -> None:
         assert self.objects is not None
@@ -477,6 +484,10 @@ class LifecycleManager:
                     rows += s.meta.rows
                     size += s.meta.cold_bytes
         return n, rows, size
+
+
+def _trace_bloom(terms: list[bytes]) -> TraceBloom:
+    return TraceBloom.build([t[1:] for t in terms if t[:1] == fmt.T_TRACE])
 
 
 def _iso(ns: int) -> str:

@@ -464,8 +464,13 @@ class Searcher:
             seg = segs.get(seg_id)
             if seg is not None:
                 found.append((seg, seg.decode_posting(term, value)))
-        # cold segments hold their postings in their objects: one index page each
-        found += [(seg, seg.posting(term)) for seg in snap.segments if seg.meta.cold]
+        # cold segments hold their postings in their objects; their bloom filters (in
+        # RocksDB) rule out all but the few that may hold the trace
+        for seg in snap.segments:
+            if seg.meta.cold:
+                bloom = self.store.trace_bloom(seg)
+                if bloom is None or bloom.may_contain(trace_id):
+                    found.append((seg, seg.posting(term)))
         for seg, bm in found:
             if self.tombstones and bm:
                 bm = bm - self.hidden_rows(seg)

@@ -282,6 +282,13 @@ def decode_resources(data: bytes) -> list[tuple[str, str, bytes, bytes]]:
     ]
 
 
+# ---- meta: trace-id bloom filters of cold segments (otelog/store/bloom.py)
+
+
+def bloom_key(tenant: str, seg_id: int) -> bytes:
+    return b"tbloom/" + tenant_prefix(tenant) + _U64.pack(seg_id)
+
+
 # ---- meta: alert rules and the state of their alerts (otelog/alerting)
 
 RULE_PREFIX = b"rule/"

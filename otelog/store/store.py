@@ -16,6 +16,7 @@ from pyroaring import BitMap
 
 from otelog.model import LogBatch, SpanBatch
 from otelog.store import format as fmt
+from otelog.store.bloom import TraceBloom
 from otelog.store.cold import ColdAccess, ColdSegmentReader, ColdSource
 from otelog.store.db import Database
 from otelog.store.deletions import DeletionRequest, deletion_key, deletion_prefix
@@ -91,6 +92,7 @@ class Store:
         # caches of the query layer keyed by immutable segment ids (hidden rows)
         self.query_cache: dict[object, object] = {}
         self._deletions: dict[str, dict[str, DeletionRequest]] = {}
+        self._blooms: dict[int, TraceBloom | None] = {}
         self._load_catalog()
         self._collect_orphans()
         self._next_seq = self._recover_next_seq()
@@ -313,13 +315,29 @@ class Store:
                 log.warning("cannot delete %s yet: %s", s.meta.cold, e)
                 failed.append(s)
                 continue
-            self.db.write_one(fmt.CF_META, _gc_key(s.meta), None)
+            wb = self.db.batch()
+            self.db.delete(wb, fmt.CF_META, _gc_key(s.meta))
+            self.db.delete(wb, fmt.CF_META, fmt.bloom_key(s.meta.tenant, s.meta.id))
+            self.db.write(wb, sync=False)
+            with self._lock:
+                self._blooms.pop(s.meta.id, None)
         if failed:
             with self._lock:
                 self._garbage.append((now + 30.0, failed))
         if hot:
             self.compact_deleted(hot)
         return len(gone) - len(failed)
+
+    def trace_bloom(self, seg: SegmentReader) -> TraceBloom | None:
+        """The trace-id filter of a cold segment; None when it has none (then ask it)."""
+        with self._lock:
+            if seg.meta.id in self._blooms:
+                return self._blooms[seg.meta.id]
+        raw = self.db.get(fmt.CF_META, fmt.bloom_key(seg.meta.tenant, seg.meta.id))
+        bloom = TraceBloom.decode(raw) if raw is not None else None
+        with self._lock:
+            self._blooms[seg.meta.id] = bloom
+        return bloom
 
     def garbage_uris(self) -> set[str]:
         """Objects of replaced cold segments not deleted yet."""
@@ -367,6 +385,7 @@ class Store:
         old: list[SegmentReader],
         hot: list[BuiltSegment],
         cold: list[SegmentMeta],
+        blooms: dict[int, TraceBloom] | None = None,
     ) -> list[SegmentReader]:
         """Swap segments in one atomic catalog write: the new hot segments' data and the
         new cold segments' catalog entries in, the old entries out. The old bytes stay for
@@ -387,6 +406,9 @@ class Store:
             self.db.put(wb, fmt.CF_META, fmt.catalog_key(tenant, b.meta.id), b.meta.encode())
         for m in cold:
             self.db.put(wb, fmt.CF_META, fmt.catalog_key(tenant, m.id), m.encode())
+            bloom = (blooms or {}).get(m.id)
+            if bloom is not None:
+                self.db.put(wb, fmt.CF_META, fmt.bloom_key(tenant, m.id), bloom.encode())
         for s in old:
             if s.meta.id not in new_ids:
                 self.db.delete(wb, fmt.CF_META, fmt.catalog_key(tenant, s.meta.id))
