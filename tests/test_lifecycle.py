@@ -497,3 +497,9 @@ def test_trace_lookups_ask_only_the_cold_segments_that_may_hold_the_trace(env: E
     logs = env.qs.searcher().trace_logs(bytes.fromhex(row.trace_id))
     assert [r.log_id for r in logs] == [row.log_id]
     assert {k.rsplit("/", 1)[1] for k in counting.keys} == {cold[2].meta.cold.rsplit("/", 1)[1]}
+    # and the same for a search by trace id
+    counting.keys.clear()
+    assert env.qs.logs(PageRequest(query=f"trace_id={rng.randbytes(16).hex()}")).total == 0
+    assert counting.keys == []
+    got = env.qs.logs(PageRequest(query=f"trace_id={row.trace_id}"))
+    assert [r.log_id for r in got.rows] == [row.log_id]

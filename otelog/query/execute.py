@@ -179,6 +179,11 @@ class _SegmentEval:
                 tid = bytes.fromhex(str(v))
             except ValueError:
                 return (BitMap(), True) if op == "=" else (self.all, True)
+            if self.seg.meta.cold:
+                bloom = self.store.trace_bloom(self.seg)
+                if bloom is not None and not bloom.may_contain(tid):
+                    # not in this object: no request to object storage
+                    return (BitMap(), True) if op == "=" else (self.all, True)
             return self._eq_or_ne(op, fmt.T_TRACE + tid)
         for prefix, kind, tag in (
             ("attributes.", fmt.T_ATTR, "a:"),
