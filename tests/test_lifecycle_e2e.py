@@ -215,6 +215,16 @@ def test_s3_down_fails_cold_queries_clearly_and_never_ingestion(
         err = body["errors"][0]
         assert err["extensions"]["code"] == "COLD_STORAGE_UNAVAILABLE"
         assert "cold storage unavailable" in err["message"] and "Traceback" not in err["message"]
+        # a tail resuming from the start must read the cold records: a clear error too
+
+        async def resume() -> dict[str, Any]:
+            async with gql_client(srv) as gql:
+                await gql.subscribe(TAIL, {"q": "service=ledger", "after": "0"})
+                return await gql.message()
+
+        msg = asyncio.run(resume())
+        # (the operation had started: graphql-transport-ws sends the error as `next`)
+        assert msg["payload"]["errors"][0]["extensions"]["code"] == "COLD_STORAGE_UNAVAILABLE"
         r = httpx.get(srv.api_url + "/logs/search", params={"query": "service=ledger"}, timeout=30)
         assert r.status_code == 503 and "cold storage" in r.json()["error"]
         # ingestion goes on, and recent data answers (its time range reaches no cold data)

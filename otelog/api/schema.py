@@ -342,11 +342,18 @@ class Subscription(AlertSubscription):
                     yield LogRecord(row=row)
         except (QuerySyntaxError, InvalidArgument, tail.TailError) as e:
             raise _tail_error(e) from None
+        except ColdUnavailable as e:
+            # resuming from far back reads object storage, which is down
+            raise GraphQLError(
+                f"cold storage unavailable, retry later: {e}",
+                extensions={"code": "COLD_STORAGE_UNAVAILABLE"},
+            ) from None
 
 
 @strawberry.type
 class Mutation(AlertMutation, LifecycleMutation, ExportMutation):
-    """Changes: alert rules and alerts (otelog/api/alerts_schema.py)."""
+    """Changes: alert rules and alerts (otelog/api/alerts_schema.py), retention and GDPR
+    deletes (lifecycle_schema.py), exports (export_schema.py)."""
 
 
 # Our types do not nest recursively, so a deeper document is abuse, not a real query.

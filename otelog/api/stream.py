@@ -38,9 +38,11 @@ from otelog.model import log_id_str
 from otelog.query.ast import And, Compare, MatchAll, Node, Or
 from otelog.query.parser import parse
 from otelog.query.shape import log_json
+from otelog.store.cold import ColdUnavailable
 
 CLOSE_BAD_REQUEST = 1008  # policy violation: the request can never succeed as sent
 CLOSE_TOO_SLOW = 1013  # try again later
+CLOSE_TRY_AGAIN_LATER = CLOSE_TOO_SLOW
 CLOSE_GOING_AWAY = 1001
 
 
@@ -99,6 +101,11 @@ def error_json(e: Exception) -> dict[str, Any]:
         return doc
     if isinstance(e, TailClosed):
         return {"error": str(e), "code": "SHUTTING_DOWN"}
+    if isinstance(e, ColdUnavailable):
+        return {
+            "error": f"cold storage unavailable, retry later: {e}",
+            "code": "COLD_STORAGE_UNAVAILABLE",
+        }
     return {"error": str(e), "code": "BAD_ARGUMENT"}
 
 
@@ -137,6 +144,10 @@ async def _send_records(ws: WebSocket, hub: TailHub, node: Node, after: int | No
         code = CLOSE_GOING_AWAY if isinstance(e, TailClosed) else CLOSE_TOO_SLOW
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await _end(ws, e, code)
+    except ColdUnavailable as e:
+        # resuming from far back reads object storage, which is down: retry later
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await _end(ws, e, CLOSE_TRY_AGAIN_LATER)
     except (WebSocketDisconnect, OSError):
         pass  # the client left; uvicorn raises its ClientDisconnected, an OSError
 
