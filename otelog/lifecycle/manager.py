@@ -100,9 +100,9 @@ class LifecycleManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sweep_interval_s = 6 * 3600.0
-        # segment id -> clock time before which its plan cannot change (KEEP decisions)
-        self._next_check: dict[int, int] = {}
+        # policies per tenant as last planned with; a change plans every segment again
         self._policy_version: dict[str, tuple[object, ...]] = {}
+        self._policy_epoch = 0
         self._last_sweep = time.monotonic()
         store.cold.fetcher = objects
         store.cold.cache = cold_cache
@@ -329,13 +329,11 @@ class LifecycleManager:
             )
             if version != self._policy_version.get(tenant):
                 self._policy_version[tenant] = version
-                self._next_check.clear()
+                self._policy_epoch += 1  # every kept segment is planned again
             todo = [
                 s
                 for s in segs
-                if s.meta.rows
-                and self._next_check.get(s.meta.id, 0) <= now
-                and may_act(s, policies, now)
+                if s.meta.rows and self._next_check(s) <= now and may_act(s, policies, now)
             ]
             todo.sort(key=lambda s: s.meta.min_ts)
             for seg in todo:
@@ -358,7 +356,7 @@ class LifecycleManager:
         self.stats.by_action[plan.action.value] = self.stats.by_action.get(plan.action.value, 0) + 1
         if plan.action is Action.KEEP:
             # nothing changes for this segment before its next row crosses a boundary
-            self._next_check[seg.meta.id] = next_change(seg, groups, self.clock())
+            seg.derived[("next_check", self._policy_epoch)] = next_change(seg, groups, self.clock())
             return
         if plan.action in (Action.DROP, Action.EXPIRE):
             self._rewrite(seg, plan.keeps)
@@ -380,6 +378,11 @@ class LifecycleManager:
                     self._tier(piece, Destination.parse(sub.destination))
         elif plan.action is Action.TIER:
             self._tier(seg, Destination.parse(plan.destination))
+
+    def _next_check(self, seg: SegmentReader) -> int:
+        """Clock time before which a kept segment's plan cannot change (0: plan it now)."""
+        t = seg.derived.get(("next_check", self._policy_epoch), 0)
+        return t if isinstance(t, int) else 0
 
     @property
     def default_destination(self) -> str:

@@ -278,12 +278,10 @@ class Searcher:
         ts_list = self.tombstones if tombstones is None else tombstones
         if not ts_list:
             return BitMap()
-        cache = self.store.query_cache
-        if len(cache) > 200_000:
-            cache.clear()  # entries of gone segments and erased requests; cheap to redo
+        cache = seg.derived
         parts: list[BitMap] = []
         for t in ts_list:
-            key = ("hidden", seg.meta.id, t.id)
+            key = ("hidden", t.id)
             rows = cache.get(key)
             if not isinstance(rows, BitMap):
                 rows = self._tombstone_rows(seg, t)

@@ -312,6 +312,10 @@ class SegmentReader:
         self._resources: list[tuple[str, str, bytes, bytes]] | None = None
         self._blocks: OrderedDict[int, list[bytes]] = OrderedDict()
         self.unindexed = frozenset(meta.unindexed)
+        # what upper layers derive from this immutable segment (rows tombstones hide, the
+        # lifecycle's next check); on the reader, so it goes with it and never outlives
+        # it under a reused id
+        self.derived: dict[object, object] = {}
 
     def _col(self, name: bytes) -> bytes:
         v = self.db.get(fmt.CF_COLS, fmt.column_key(self.meta.tenant, self.meta.id, name))

@@ -89,7 +89,7 @@ class Store:
         # object storage for cold segments; the lifecycle fills it in
         self.cold = ColdAccess()
         self.cold_deleter: Callable[[str], None] | None = None
-        # caches of the query layer keyed by immutable segment ids (hidden rows)
+        # the query layer's parsed tombstones, by deletion request id
         self.query_cache: dict[object, object] = {}
         self._deletions: dict[str, dict[str, DeletionRequest]] = {}
         self._blooms: dict[int, TraceBloom | None] = {}
