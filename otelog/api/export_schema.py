@@ -8,7 +8,6 @@ the job itself runs in its own thread.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,8 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
-from otelog.errors import InvalidArgument, Overloaded, QuerySyntaxError
+from otelog.api.gql_errors import in_thread
+from otelog.errors import Overloaded
 from otelog.lifecycle import export as ex
 
 _T = TypeVar("_T")
@@ -43,21 +43,18 @@ def _manager(info: Info) -> ex.ExportManager:
     return m
 
 
-async def _call(fn: Callable[..., _T], *args: Any) -> _T:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except QuerySyntaxError as e:
-        raise GraphQLError(
-            str(e), extensions={"code": "QUERY_SYNTAX", "position": e.position}
-        ) from None
-    except InvalidArgument as e:
-        raise GraphQLError(str(e), extensions={"code": "BAD_ARGUMENT"}) from None
-    except Overloaded as e:
-        raise GraphQLError(
+def _export_error(e: Exception) -> GraphQLError | None:
+    if isinstance(e, Overloaded):
+        return GraphQLError(
             str(e), extensions={"code": "TOO_MANY_EXPORTS", "retryAfter": e.retry_after_s}
-        ) from None
-    except ex.ExportNotFound as e:
-        raise GraphQLError(str(e), extensions={"code": "NOT_FOUND"}) from None
+        )
+    if isinstance(e, ex.ExportNotFound):
+        return GraphQLError(str(e), extensions={"code": "NOT_FOUND"})
+    return None
+
+
+async def _call(fn: Callable[..., _T], *args: Any) -> _T:
+    return await in_thread(fn, *args, translate=_export_error)
 
 
 @strawberry.enum(description="CSV and Parquet: one row per record with attributes and "

@@ -7,7 +7,6 @@ what a deletion hides run in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from otelog.errors import InvalidArgument, QuerySyntaxError
+from otelog.api.gql_errors import in_thread
 from otelog.lifecycle.manager import LifecycleManager
 from otelog.lifecycle.retention import RetentionPolicy as Policy
 from otelog.store.deletions import DeletionRequest as Deletion
@@ -38,14 +37,7 @@ def _manager(info: Info) -> LifecycleManager:
 
 
 async def _call(fn: Callable[..., _T], *args: Any) -> _T:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except QuerySyntaxError as e:
-        raise GraphQLError(
-            str(e), extensions={"code": "QUERY_SYNTAX", "position": e.position}
-        ) from None
-    except InvalidArgument as e:
-        raise GraphQLError(str(e), extensions={"code": "BAD_ARGUMENT"}) from None
+    return await in_thread(fn, *args)
 
 
 @strawberry.type(

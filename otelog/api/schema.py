@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 from collections.abc import AsyncGenerator
@@ -18,6 +17,7 @@ from strawberry.types import Info
 from otelog.api import tail
 from otelog.api.alerts_schema import AlertMutation, AlertQuery, AlertSubscription
 from otelog.api.export_schema import ExportMutation, ExportQuery
+from otelog.api.gql_errors import graphql_error, in_thread
 from otelog.api.lifecycle_schema import LifecycleMutation, LifecycleQuery
 from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.query import aggregate
@@ -221,21 +221,7 @@ def _service(info: Info) -> QueryService:
 async def _run(info: Info, fn: Any, *args: Any) -> Any:
     """Blocking store work off the event loop, with the configured deadline."""
     timeout: float = info.context.get("query_timeout", 30.0)
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
-    except TimeoutError:
-        raise GraphQLError(f"query timed out after {timeout:g} s; narrow the time range") from None
-    except QuerySyntaxError as e:
-        raise GraphQLError(
-            str(e), extensions={"code": "QUERY_SYNTAX", "position": e.position}
-        ) from None
-    except InvalidArgument as e:
-        raise GraphQLError(str(e), extensions={"code": "BAD_ARGUMENT"}) from None
-    except ColdUnavailable as e:
-        raise GraphQLError(
-            f"cold storage unavailable, retry later: {e}",
-            extensions={"code": "COLD_STORAGE_UNAVAILABLE"},
-        ) from None
+    return await in_thread(fn, *args, timeout=timeout)
 
 
 @strawberry.type
@@ -344,10 +330,9 @@ class Subscription(AlertSubscription):
             raise _tail_error(e) from None
         except ColdUnavailable as e:
             # resuming from far back reads object storage, which is down
-            raise GraphQLError(
-                f"cold storage unavailable, retry later: {e}",
-                extensions={"code": "COLD_STORAGE_UNAVAILABLE"},
-            ) from None
+            err = graphql_error(e)
+            assert err is not None
+            raise err from None
 
 
 @strawberry.type
