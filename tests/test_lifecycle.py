@@ -22,7 +22,7 @@ from otelog.lifecycle.manager import LifecycleManager
 from otelog.lifecycle.objstore import ObjectStore, ObjectStoreUnavailable
 from otelog.lifecycle.retention import DAY_NS, RetentionPolicy
 from otelog.query.service import PageRequest, QueryService
-from otelog.receiver.decode import decode_logs
+from otelog.receiver.decode import DecodeLimits, decode_logs
 from otelog.store import format as fmt
 from otelog.store.cold import DiskCache
 from otelog.store.deletions import ERASED, ERASING
@@ -530,3 +530,34 @@ def test_a_crash_mid_lifecycle_loses_nothing_and_leaks_nothing(env: Env) -> None
     d2 = env.lm.deletion(d.id)
     assert d2 is not None and d2.state == ERASED and d2.erased == 10
     assert len(env.bucket_keys()) == 1
+
+
+def test_spans_go_when_the_longest_retention_ends(env: Env) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from otelog.receiver.decode import decode_spans
+
+    rng = random.Random(12)
+    env.ingest(_request(rng, 5, NOW, "anchor"))
+    env.lm.set_policy(RetentionPolicy("errors", "level>=ERROR", 7, 100, priority=1))
+    treq = ExportTraceServiceRequest()
+    rs = treq.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="a")))
+    ages = {"old": 120, "kept": 60, "new": 0}  # days; the longest retention is 7 + 100
+    tids = {}
+    for name, days in ages.items():
+        tids[name] = rng.randbytes(16)
+        sp = rs.scope_spans.add().spans.add()
+        sp.trace_id, sp.span_id, sp.name = tids[name], rng.randbytes(8), name
+        sp.start_time_unix_nano = NOW - days * DAY_NS
+        sp.end_time_unix_nano = sp.start_time_unix_nano + 10**6
+    spans, _ = decode_spans(treq, time.time_ns(), DecodeLimits(max_future_ns=DAY_NS))
+    env.writer.submit_spans("default", spans, 100).result()
+    assert env.lm.expire_spans() == 1
+    left = {n for n, t in tids.items() if env.store.trace_spans("default", t)}
+    assert left == {"kept", "new"}
+    env.clock.ns = NOW + 50 * DAY_NS
+    assert env.lm.expire_spans() == 1
+    assert {n for n, t in tids.items() if env.store.trace_spans("default", t)} == {"new"}

@@ -26,6 +26,7 @@ def lifecycle_figures(lm: LifecycleManager) -> Callable[[], list[Figure]]:
              s.tiered_rows),
             ("otelog_expired_records", "counter", "Log records removed by retention",
              s.expired_rows),
+            ("otelog_expired_spans", "counter", "Spans removed by retention", s.expired_spans),
             ("otelog_lifecycle_errors", "counter",
              "Lifecycle passes that failed (object storage down...); retried", s.errors),
             ("otelog_deletion_requests_open", "gauge",

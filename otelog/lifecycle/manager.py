@@ -63,6 +63,7 @@ class LifecycleStats:
     tiered_bytes: int = 0
     tier_seconds: float = 0.0
     expired_rows: int = 0
+    expired_spans: int = 0
     dropped_segments: int = 0
     errors: int = 0
     last_error: str = ""
@@ -100,6 +101,8 @@ class LifecycleManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sweep_interval_s = 6 * 3600.0
+        self.span_expiry_interval_s = 6 * 3600.0
+        self._last_span_expiry = float("-inf")
         # policies per tenant as last planned with; a change plans every segment again
         self._policy_version: dict[str, tuple[object, ...]] = {}
         self._policy_epoch = 0
@@ -228,6 +231,9 @@ class LifecycleManager:
                     log.warning("lifecycle %s failed: %s", step.__name__, e)
             self.store.collect_garbage()
             self._finish_erasures()
+            if time.monotonic() - self._last_span_expiry > self.span_expiry_interval_s:
+                self._last_span_expiry = time.monotonic()
+                self.expire_spans()
             if time.monotonic() - self._last_sweep > self.sweep_interval_s:
                 self._last_sweep = time.monotonic()
                 try:
@@ -442,6 +448,18 @@ class LifecycleManager:
         self.objects.delete_all_versions(bucket, key)
         if self.store.cold.cache is not None:
             self.store.cold.cache.forget(uri)
+
+    # ---- spans
+
+    def expire_spans(self) -> int:
+        """Spans stay in RocksDB as long as the longest retention of a tenant's policies
+        (a log record kept that long can still open its trace), then go."""
+        n = 0
+        for tenant in self.store.tenants():
+            longest = max(p.total_ns for p in self.policies(tenant))
+            n += self.store.expire_spans(tenant, self.clock() - longest)
+        self.stats.expired_spans += n
+        return n
 
     # ---- objects nothing points at
 

@@ -525,6 +525,32 @@ class Store:
             for _, v in self.db.scan_prefix(fmt.CF_SPANS, fmt.span_prefix(tenant, trace_id))
         ]
 
+    def tenants(self) -> list[str]:
+        """Every tenant that has sent logs or spans."""
+        with self._lock:
+            return sorted(set(self._services) | set(self._segments))
+
+    def expire_spans(self, tenant: str, before_ns: int, chunk: int = 10_000) -> int:
+        """Delete the spans of `tenant` that started before `before_ns`; returns how many.
+
+        Spans are keyed by trace, not time, so this reads every key of the tenant: a
+        background job run a few times a day, deleting in batches.
+        """
+        prefix = fmt.tenant_prefix(tenant)
+        at = len(prefix) + 16  # tenant | trace id[16] | u64 start_ns | span id
+        wb = self.db.batch()
+        pending = n = 0
+        for key, _ in self.db.scan_prefix(fmt.CF_SPANS, prefix):
+            if int.from_bytes(key[at : at + 8], "big") < before_ns:
+                self.db.delete(wb, fmt.CF_SPANS, key)
+                pending += 1
+                if pending >= chunk:
+                    self.db.write(wb, sync=False)
+                    wb, n, pending = self.db.batch(), n + pending, 0
+        if pending:
+            self.db.write(wb, sync=False)
+        return n + pending
+
     def delete_trace_spans(self, tenant: str, trace_id: bytes) -> int:
         """Erase every span of a trace (GDPR); returns how many there were."""
         lo = fmt.span_prefix(tenant, trace_id)
