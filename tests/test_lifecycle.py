@@ -561,3 +561,44 @@ def test_spans_go_when_the_longest_retention_ends(env: Env) -> None:
     env.clock.ns = NOW + 50 * DAY_NS
     assert env.lm.expire_spans() == 1
     assert {n for n, t in tids.items() if env.store.trace_spans("default", t)} == {"new"}
+
+
+def test_with_traces_a_delete_takes_the_spans_of_the_records_traces(env: Env) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from otelog.receiver.decode import decode_spans
+
+    rng = random.Random(13)
+    env.ingest(_request(rng, 21, NOW - 3600 * 10**9, "spanned", secret_every=7))
+    env.ingest(_request(rng, 7, NOW - 60 * 10**9, "fresh", secret_every=7), seal=False)
+    q = f"attributes.user.id={SECRET}"
+    secret_rows = env.qs.logs(PageRequest(query=q, limit=100)).rows
+    other = env.qs.logs(PageRequest(query="NOT " + q, limit=1)).rows[0]
+    traces = {bytes.fromhex(r.trace_id) for r in secret_rows} | {bytes.fromhex(other.trace_id)}
+    treq = ExportTraceServiceRequest()
+    rs = treq.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="a")))
+    for tid in traces:
+        sp = rs.scope_spans.add().spans.add()
+        sp.trace_id, sp.span_id, sp.name = tid, rng.randbytes(8), "op"
+        sp.start_time_unix_nano, sp.end_time_unix_nano = NOW - 10**9, NOW
+    spans, _ = decode_spans(treq, time.time_ns())
+    env.writer.submit_spans("default", spans, 100).result()
+    d = env.lm.delete_logs(q, with_traces=True)
+    assert d.matched == len(secret_rows) == 8 and len(d.traces) == 8
+    for r in secret_rows:  # hidden at once: no logs, no spans
+        trace = env.qs.trace(r.trace_id)
+        assert trace is None or (trace.logs == [] and trace.spans == [])
+    kept = env.qs.trace(other.trace_id)
+    assert kept is not None and len(kept.spans) == 1 and kept.logs
+    env.lm.run_pass()
+    env.store.collect_garbage(force=True)
+    env.lm.run_pass()
+    d2 = env.lm.deletion(d.id)
+    assert d2 is not None and d2.state == ERASED and d2.traces == []
+    assert sum(e.get("rows", 0) for e in d2.rewritten if "spansOfTrace" in e) == 8
+    for r in secret_rows:
+        assert env.store.trace_spans("default", bytes.fromhex(r.trace_id)) == []
+    assert len(env.store.trace_spans("default", bytes.fromhex(other.trace_id))) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -20,6 +20,7 @@ from strawberry.types import Info
 from otelog.api.gql_errors import in_thread
 from otelog.lifecycle.manager import LifecycleManager
 from otelog.lifecycle.retention import RetentionPolicy as Policy
+from otelog.model import DEFAULT_TENANT
 from otelog.store.deletions import DeletionRequest as Deletion
 
 _T = TypeVar("_T")
@@ -91,6 +92,8 @@ class DeletionRequest:
         description="When the last copy went (old segments deleted and compacted)."
     )
     overdue: bool
+    with_traces: bool
+    traces: int = strawberry.field(description="Traces whose spans go with the records.")
     receipt: JSON = strawberry.field(
         description="Segments and objects rewritten, the records each lost, and when."
     )
@@ -109,6 +112,8 @@ class DeletionRequest:
             deadline=_dt(d.deadline_ns),  # type: ignore[arg-type]
             erased_at=_dt(d.erased_ns),
             overdue=d.state != "ERASED" and d.deadline_ns < now_ns,
+            with_traces=d.with_traces,
+            traces=len(d.traces),
             receipt={"rewritten": d.rewritten},
             error=d.error or None,
         )
@@ -163,7 +168,18 @@ class LifecycleMutation:
         "returns is hidden from queries, traces, tail and exports at once, hot and cold, and "
         "erased physically in the background (state and receipt: deletionRequest)."
     )
-    async def delete_logs(self, info: Info, query: str) -> DeletionRequest:
+    async def delete_logs(
+        self,
+        info: Info,
+        query: str,
+        with_traces: Annotated[
+            bool,
+            strawberry.argument(
+                description="Also hide and erase every span of the traces the matched "
+                "records belong to (a `trace_id=` query always does)."
+            ),
+        ] = False,
+    ) -> DeletionRequest:
         lm = _manager(info)
-        d = await _call(lm.delete_logs, query)
+        d = await _call(lm.delete_logs, query, DEFAULT_TENANT, with_traces)
         return DeletionRequest.of(d, lm.clock())

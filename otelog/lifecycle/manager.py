@@ -33,7 +33,7 @@ from otelog.lifecycle.retention import (
     policy_prefix,
 )
 from otelog.model import DEFAULT_TENANT
-from otelog.query.execute import Searcher, whole_traces
+from otelog.query.execute import Searcher
 from otelog.query.parser import parse
 from otelog.store import format as fmt
 from otelog.store.bloom import TraceBloom
@@ -139,9 +139,12 @@ class LifecycleManager:
 
     # ---- deletion requests
 
-    def delete_logs(self, query: str, tenant: str = DEFAULT_TENANT) -> DeletionRequest:
+    def delete_logs(
+        self, query: str, tenant: str = DEFAULT_TENANT, with_traces: bool = False
+    ) -> DeletionRequest:
         """Record a tombstone: from return on, no read path shows a matching record
-        committed before it. Counts what it hides; erasure follows in the background."""
+        committed before it. Counts what it hides; erasure follows in the background.
+        `with_traces`: the spans of every trace a matched record belongs to go too."""
         if not query.strip():
             raise InvalidArgument("a deletion needs a query; an empty one would match everything")
         parse(query)
@@ -156,10 +159,13 @@ class LifecycleManager:
             created_ns=now,
             deadline_ns=now + self.erase_deadline_ns,
             query_sha256=query_sha,
+            with_traces=with_traces,
         )
         self.store.put_deletion(d)
         try:
-            d.matched = self._count_hidden(d)
+            d.matched, traces = self._count_hidden(d)
+            if with_traces:
+                d.traces = sorted(t.hex() for t in traces)
         except Exception as e:  # noqa: BLE001 - hidden regardless; the erase pass recounts
             d.error = f"matched count incomplete: {e}"
         self.store.put_deletion(d)
@@ -172,15 +178,31 @@ class LifecycleManager:
         now = self.clock()
         return [d for d in self.store.deletions() if d.state != ERASED and d.deadline_ns < now]
 
-    def _count_hidden(self, d: DeletionRequest) -> int:
+    def _count_hidden(self, d: DeletionRequest) -> tuple[int, set[bytes]]:
+        """How many records the request hides, and (with_traces) their trace ids."""
         searcher = Searcher(self.store, d.tenant)
         mine = [t for t in searcher.tombstones if t.id == d.id]
         snap = self.store.snapshot(d.tenant)
-        n = sum(len(searcher.hidden_rows(seg, mine)) for seg in snap.segments if seg.meta.rows)
+        n = 0
+        traces: set[bytes] = set()
+        for seg in snap.segments:
+            if not seg.meta.rows:
+                continue
+            rows = searcher.hidden_rows(seg, mine)
+            n += len(rows)
+            if d.with_traces:
+                for r in rows.to_array().tolist():
+                    tid = searcher.segment_row(seg, r).trace_id
+                    if tid:
+                        traces.add(bytes.fromhex(tid))
         searcher.tombstones = mine
         for b in snap.fresh:
-            n += sum(1 for i in range(len(b)) if searcher._fresh_hidden(b, i))
-        return n
+            for i in range(len(b)):
+                if searcher._fresh_hidden(b, i):
+                    n += 1
+                    if d.with_traces and b.trace_id[i]:
+                        traces.add(b.trace_id[i])
+        return n, traces
 
     # ---- the passes
 
@@ -281,7 +303,7 @@ class LifecycleManager:
                             d.erased += len(bm)
                 for t in active:
                     d = by_id[t.id]
-                    for tid in sorted(whole_traces(t.node)):
+                    for tid in sorted(t.traces):
                         n = self.store.delete_trace_spans(tenant, tid)
                         if n:
                             d.rewritten.append(
@@ -319,6 +341,7 @@ class LifecycleManager:
             d.pending_gc = []
             d.query_sha256 = hashlib.sha256(d.query.encode()).hexdigest()
             d.query = ""
+            d.traces = []
             self.store.put_deletion(d)
             # older versions of the request's own key still name the query until compacted
             self.store.db.flush()

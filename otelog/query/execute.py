@@ -224,6 +224,7 @@ class _Tombstone:
     now_ns: int
     max_lid: int
     matcher: Matcher
+    traces: frozenset[bytes] = frozenset()  # whole traces whose spans it hides too
 
 
 def whole_traces(node: Node) -> set[bytes]:
@@ -245,13 +246,15 @@ def tombstones_of(store: Store, tenant: str) -> list[_Tombstone]:
     for d in store.deletions(tenant):
         if d.state == ERASED:
             continue  # none of its rows is left anywhere
-        key = ("tombstone", d.id)
+        key = ("tombstone", d.id, len(d.traces))
         t = store.query_cache.get(key)
         if t is None:
             node = parse(d.query)
+            traces = whole_traces(node) | {bytes.fromhex(x) for x in d.traces}
             t = store.query_cache[key] = _Tombstone(
-                d.id, node, d.now_ns, d.max_log_id, compile_matcher(node, d.now_ns)
-            )
+                d.id, node, d.now_ns, d.max_log_id, compile_matcher(node, d.now_ns),
+                frozenset(traces),
+            )  # fmt: skip
         assert isinstance(t, _Tombstone)
         out.append(t)
     return out
@@ -270,7 +273,7 @@ class Searcher:
         self.tenant = tenant
         self.resources = ResourceCache()
         self.tombstones = tombstones_of(store, tenant)
-        self.hidden_traces = {tid for t in self.tombstones for tid in whole_traces(t.node)}
+        self.hidden_traces = {tid for t in self.tombstones for tid in t.traces}
 
     def hidden_rows(self, seg: SegmentReader, tombstones: list[_Tombstone] | None = None) -> BitMap:
         """Rows of a sealed segment that tombstones hide. Segments are immutable, so the

@@ -49,6 +49,10 @@ class DeletionRequest:
     # once erased the query itself (it names the person) is dropped; its SHA-256 stays so
     # the requester can match the receipt to the request
     query_sha256: str = ""
+    # with_traces: the spans of every trace a matched record belongs to go too (hex ids,
+    # found when the request is made; emptied once erased)
+    with_traces: bool = False
+    traces: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
