@@ -311,7 +311,7 @@ def test_s3_down_delays_tiering_and_fails_cold_queries_clearly(tmp_path: Path) -
         e.store.cold.cache = None
         for s in e.segments():
             if s.meta.cold:
-                s.source._header = None  # type: ignore[attr-defined]
+                s.source.forget()  # type: ignore[attr-defined]
                 s._ts = None
         with pytest.raises(ObjectStoreUnavailable, match="outage"):
             e.results(["worker"])
@@ -491,7 +491,8 @@ def test_trace_lookups_ask_only_the_cold_segments_that_may_hold_the_trace(env: E
     counting = Counting(_objects(env.s3))
     env.store.cold.fetcher = counting  # type: ignore[assignment]
     for s in env.segments():
-        s.source._header = None  # type: ignore[attr-defined]
+        if s.meta.cold:
+            s.source.forget()  # type: ignore[attr-defined]
     assert env.qs.searcher().trace_logs(rng.randbytes(16)) == []
     assert counting.keys == []  # no segment may hold a trace nobody sent
     logs = env.qs.searcher().trace_logs(bytes.fromhex(row.trace_id))

@@ -78,6 +78,9 @@ def test_old_records_move_to_s3_and_stay_searchable(
         assert _logs(srv, "service=billing")[0] == 201
         assert _logs(srv, "invoice AND paid AND level=INFO")[0] == 200
         assert _logs(srv, '"invoice 2-17 paid"')[0] == 1
+        # those answers came from the objects: range GETs, through the local cache
+        assert _metric(srv, "otelog_cold_fetches_total") > 0
+        assert 0 < _metric(srv, "otelog_cold_cache_bytes") <= _metric(srv, "otelog_cold_bytes")
         # and after a restart, from the catalog
         srv.stop()
         srv.start()

@@ -39,6 +39,7 @@ from otelog.store.segment import SegmentMeta, SegmentReader
 MAGIC = b"OTLGSEG1"
 PAGE_TERMS = 512
 COMPRESS_MIN = 64
+HEAD_BYTES = 1 << 16  # the first read: magic, header, and all of a small object
 _ZFLAG = 1 << 31
 _U32 = struct.Struct("<I")
 _ENTRY = struct.Struct("<II")
@@ -188,11 +189,13 @@ class DiskCache:
 
 class ColdAccess:
     """How cold sources reach object storage; set once the lifecycle has a client, so
-    segments opened before it (at start) share it."""
+    segments opened before it (at start) share it. Counts what it fetched."""
 
     def __init__(self, fetcher: Fetcher | None = None, cache: DiskCache | None = None) -> None:
         self.fetcher = fetcher
         self.cache = cache
+        self.fetches = 0
+        self.fetched_bytes = 0
 
 
 class ColdSource:
@@ -203,6 +206,7 @@ class ColdSource:
         self.size = size
         self.access = access
         self._whole: bytes | None = None
+        self._head: bytes | None = None  # the first HEAD_BYTES of the object
         self._lock = threading.Lock()
         self._header: dict[str, object] | None = None
         self._data_base = 0
@@ -221,6 +225,10 @@ class ColdSource:
     def _fetch(self, offset: int, length: int) -> bytes:
         if self._whole is not None:
             return self._whole[offset : offset + length]
+        head = self._head
+        if head is not None and offset + length <= len(head):
+            # inside the first read (all of a small object): no second request
+            return head[offset : offset + length]
         cache, fetcher = self.access.cache, self.access.fetcher
         if cache is not None:
             hit = cache.get(self.uri, offset, length)
@@ -230,6 +238,8 @@ class ColdSource:
             raise ColdUnavailable(f"{self.uri}: no object storage is configured")
         bucket, key = split_uri(self.uri)
         data = fetcher.get(bucket, key, offset, length)
+        self.access.fetches += 1
+        self.access.fetched_bytes += len(data)
         if cache is not None:
             cache.put(self.uri, offset, data)
         return data
@@ -238,7 +248,8 @@ class ColdSource:
         with self._lock:
             if self._header is not None:
                 return
-            head = self._fetch(0, min(self.size, 1 << 16))
+            head = self._fetch(0, min(self.size, HEAD_BYTES))
+            self._head = head
             if head[:8] != MAGIC:
                 raise ValueError(f"{self.uri}: not an otelog segment object")
             hlen = _U32.unpack_from(head, 8)[0]
@@ -252,6 +263,14 @@ class ColdSource:
             self._page_first = [bytes.fromhex(p[0]) for p in header["pages"]]
             self._page_loc = [(int(p[1]), int(p[2])) for p in header["pages"]]
             self._header = header
+
+    def forget(self) -> None:
+        """Drop what is held in memory (header, first bytes, index pages): the next read
+        goes to the disk cache or object storage again."""
+        with self._lock:
+            self._header = None
+            self._head = None
+            self._pages.clear()
 
     def meta(self) -> SegmentMeta:
         self._load_header()
