@@ -603,3 +603,33 @@ def test_with_traces_a_delete_takes_the_spans_of_the_records_traces(env: Env) ->
     for r in secret_rows:
         assert env.store.trace_spans("default", bytes.fromhex(r.trace_id)) == []
     assert len(env.store.trace_spans("default", bytes.fromhex(other.trace_id))) == 1
+
+
+def test_an_erasure_s3_interrupts_finishes_when_s3_returns(tmp_path: Path) -> None:
+    s3 = S3Server(tmp_path / "s3").start()
+    e = Env(tmp_path, s3, "erase-outage")
+    try:
+        rng = random.Random(14)
+        e.ingest(_request(rng, 20, NOW - 10 * DAY_NS, "coldpart", secret_every=5))
+        e.lm.run_pass()
+        e.ingest(_request(rng, 20, NOW - 3600 * 10**9, "hotpart", secret_every=5))
+        q = f"attributes.user.id={SECRET}"
+        d = e.lm.delete_logs(q)
+        assert d.matched == 16
+        s3.stop()
+        with pytest.raises(RuntimeError, match="rewrites failed"):
+            e.lm.run_pass()
+        d1 = e.lm.deletion(d.id)
+        assert (
+            d1 is not None and d1.state == ERASING and d1.erased == 8 and "erase-outage" in d1.error
+        )
+        assert e.results([q])[q][0] == 0  # still hidden, hot and cold
+        s3.start()
+        e.lm.run_pass()
+        e.store.collect_garbage(force=True)
+        e.lm.run_pass()
+        d2 = e.lm.deletion(d.id)
+        assert d2 is not None and d2.state == ERASED and d2.erased == 16 and d2.error == ""
+    finally:
+        e.close()
+        s3.stop()

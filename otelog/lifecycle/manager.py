@@ -275,6 +275,7 @@ class LifecycleManager:
             return
         self.store.seal()  # records still in memtables (and the WAL) become segments
         by_id = {d.id: d for d in todo}
+        failures: list[str] = []
         for tenant in {d.tenant for d in todo}:
             with self.store.rewrite_lock:
                 searcher = Searcher(self.store, tenant)
@@ -288,7 +289,13 @@ class LifecycleManager:
                     hidden = BitMap.union(*(bm for _, bm in per))
                     if not hidden:
                         continue
-                    new = self._rewrite(seg, [seg.all_rows() - hidden])
+                    try:
+                        new = self._rewrite(seg, [seg.all_rows() - hidden])
+                    except SegmentGone:
+                        continue  # replaced meanwhile; the next pass sees its successor
+                    except Exception as e:  # noqa: BLE001 - the others go on; retried next pass
+                        failures.append(f"segment {seg.meta.id:016x}: {e}")
+                        continue
                     self.stats.erase_rewrites += 1
                     entry = {
                         "segment": f"{seg.meta.id:016x}",
@@ -315,7 +322,10 @@ class LifecycleManager:
                         d.state = ERASING
                         d.matched = max(d.matched, d.erased)
                         d.pending_gc = garbage
+                        d.error = "; ".join(failures)
                         self.store.put_deletion(d)
+        if failures:
+            raise RuntimeError(f"{len(failures)} rewrites failed, retried next pass: {failures[0]}")
 
     def _finish_erasures(self) -> None:
         erasing = [d for d in self.store.deletions() if d.state == ERASING]
@@ -342,6 +352,7 @@ class LifecycleManager:
             d.query_sha256 = hashlib.sha256(d.query.encode()).hexdigest()
             d.query = ""
             d.traces = []
+            d.error = ""
             self.store.put_deletion(d)
             # older versions of the request's own key still name the query until compacted
             self.store.db.flush()
