@@ -69,6 +69,7 @@ class Config:
     lifecycle_interval_seconds: float = 60.0
     erase_deadline_hours: float = 24.0
     gc_grace_seconds: float = 60.0
+    export_dir: str = ""
     log_level: str = "info"
 
 
@@ -130,6 +131,8 @@ _HELP = {
     "(metric otelog_deletion_requests_overdue)",
     "gc_grace_seconds": "seconds the bytes of a merged, moved or rewritten segment stay for "
     "queries already reading it; an erasure completes after this",
+    "export_dir": "local export destinations must lie inside this directory; a relative "
+    "destination is taken from it (default: DATA_DIR/exports)",
     "log_level": "debug, info, warning, error",
 }
 

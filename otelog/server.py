@@ -279,7 +279,12 @@ class Server:
             raise StartupError(f"cannot listen on {c.grpc_listen} (OTLP/gRPC)")
         await grpc_server.start()
         qs = QueryService(self.store, c.query_max_limit)
-        exports = ExportManager(self.store, qs, self.object_store())
+        export_dir = c.export_dir or os.path.join(c.data_dir, "exports")
+        try:
+            os.makedirs(export_dir, exist_ok=True)
+        except OSError as e:
+            raise StartupError(f"cannot use export dir {export_dir!r}: {e.strerror}") from None
+        exports = ExportManager(self.store, qs, self.object_store(), export_root=export_dir)
         http_app = otlp_http.build_app(handler, c.max_request_bytes, c.max_decompressed_bytes)
         api_app = build_api_app(
             qs,

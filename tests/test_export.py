@@ -675,3 +675,19 @@ def test_deleted_records_are_in_no_export_even_one_already_running(env: Env) -> 
     assert match_count(m) == len(env.sent) - len(before)
     got = {r.log_id for p in ordered_rows(searcher, m) for r in p}
     assert got.isdisjoint(before) and len(got) == len(env.sent) - len(before)
+
+
+def test_local_destinations_stay_inside_the_export_directory(tmp_path: Path) -> None:
+    from otelog.lifecycle.export_target import LocalTarget
+
+    root = tmp_path / "exports"
+    (root / "team").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "sneaky").symlink_to(outside)
+    # relative destinations are taken from the root; absolute ones inside it are fine
+    assert LocalTarget.resolve("team", "j.csv", str(root)).path == root / "team" / "j.csv"
+    assert LocalTarget.resolve(str(root), "j.csv", str(root)).path == root / "j.csv"
+    for bad in ("../elsewhere", str(outside), "sneaky", "team/../../elsewhere/x.csv", "/etc"):
+        with pytest.raises(InvalidArgument, match="outside the export directory"):
+            LocalTarget.resolve(bad, "j.csv", str(root))

@@ -131,7 +131,12 @@ def send_bulk(server: OtelogProcess, service: str, n: int) -> None:
 def server(
     tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
 ) -> Iterator[OtelogProcess]:
-    p = OtelogProcess(tmp_path_factory.mktemp("export-e2e") / "data", extra_args=s3_args(s3_server))
+    # local exports go to the tests' own folders, all under the session's base folder
+    root = str(tmp_path_factory.getbasetemp())
+    p = OtelogProcess(
+        tmp_path_factory.mktemp("export-e2e") / "data",
+        extra_args=[*s3_args(s3_server), "--export-dir", root],
+    )
     p.start()
     try:
         assert send_with_sdk(p) == len(SERVICES) * PER_SERVICE
@@ -423,8 +428,10 @@ def test_a_bad_query_is_the_same_error_as_the_search(server: OtelogProcess, quer
     [
         ({"format": "xlsx", "destination": "/tmp"}, "format: unknown format 'xlsx'"),
         ({"format": "csv"}, "destination: required"),
-        ({"format": "csv", "destination": "out/x.csv"}, "neither s3://bucket/prefix nor an abs"),
-        ({"format": "csv", "destination": "/nonexistent/dir/x.csv"}, "no such directory"),
+        ({"format": "csv", "destination": "out/x.csv"}, "no such directory"),
+        ({"format": "csv", "destination": "/nonexistent/dir/x.csv"}, "outside the export dir"),
+        ({"format": "csv", "destination": "../../../etc/x.csv"}, "outside the export dir"),
+        ({"format": "csv", "destination": "/etc/cron.d/x"}, "outside the export dir"),
         ({"format": "csv", "destination": "/tmp", "since": "later"}, "since"),
         ({"format": "csv", "destination": "/tmp", "from": "yesterday"}, "from: not an RFC 3339"),
         ({"format": "csv", "destination": "/tmp", "color": "red"}, "color: unknown field"),
@@ -441,10 +448,10 @@ def test_bad_rest_requests_are_400_naming_the_field(
 
 def test_bad_graphql_destination_is_a_graphql_error(server: OtelogProcess) -> None:
     body = server.graphql(
-        'mutation { startExport(query: "", format: CSV, destination: "relative/x") { id } }'
+        'mutation { startExport(query: "", format: CSV, destination: "/tmp/../etc/x") { id } }'
     )
     (err,) = body["errors"]
-    assert "neither s3://bucket/prefix nor an absolute path" in err["message"]
+    assert "outside the export directory" in err["message"]
     assert err["extensions"]["code"] == "BAD_ARGUMENT"
 
 

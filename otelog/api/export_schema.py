@@ -156,8 +156,9 @@ class ExportMutation:
     @strawberry.mutation(
         description="Export the records matching `query` (and `since`/`from`/`to`, as in "
         "`logs`) as of now, oldest first. `destination`: s3://bucket/prefix (the object is "
-        "<prefix><id>.<format>; needs the server's --s3-endpoint) or an absolute path on "
-        "the server: a directory (the file is <id>.<format>) or a file not there yet. "
+        "<prefix><id>.<format>; needs the server's --s3-endpoint) or a path inside the "
+        "server's --export-dir, relative to it or absolute: a directory (the file is "
+        "<id>.<format>) or a file not there yet. "
         "Answers at once with the RUNNING job; follow it with `exportJob`."
     )
     async def start_export(

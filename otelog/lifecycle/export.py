@@ -28,10 +28,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from otelog.errors import OtelogError, Overloaded
 from otelog.lifecycle.export_format import ExportFormat, encode
-from otelog.lifecycle.export_target import PART_SIZE, ExportTarget, LocalTarget, target_for
+from otelog.lifecycle.export_target import PART_SIZE, ExportTarget, target_for
 from otelog.lifecycle.objstore import ObjectStore
 from otelog.model import DEFAULT_TENANT
 from otelog.query.ast import Node
@@ -147,6 +148,7 @@ class ExportManager:
         persist_interval_s: float = 1.0,
         clock: Callable[[], int] = time.time_ns,
         on_progress: Callable[[ExportJob], None] | None = None,
+        export_root: str | None = None,
     ) -> None:
         self.store = store
         self.queries = queries
@@ -159,6 +161,8 @@ class ExportManager:
         self.clock = clock
         # called in the job's thread after every chunk (and may block it: tests use that)
         self.on_progress = on_progress
+        # local destinations must lie inside it (None: any absolute path; library use)
+        self.export_root = export_root
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str], ExportJob] = {}
         self._runs: dict[tuple[str, str], _Run] = {}
@@ -206,7 +210,10 @@ class ExportManager:
         object; its parts stay on the server until its own clean-up of stale uploads.)"""
         if job.destination.startswith("s3://"):
             return
-        path = LocalTarget.partial_of(job.destination, f"{job.id}.{job.format.extension}")
+        final = Path(job.location or job.destination)
+        if job.location is None and final.is_dir():  # a record from before `location`
+            final = final / f"{job.id}.{job.format.extension}"
+        path = final.with_name(final.name + ".partial")
         try:
             path.unlink(missing_ok=True)
         except OSError as e:
@@ -230,7 +237,11 @@ class ExportManager:
         window = self.queries.window(req.since, req.start_ns, req.end_ns, now)
         job_id = f"{now // 1_000_000:012x}{secrets.randbits(16):04x}"  # sorts by start time
         target = target_for(
-            req.destination, f"{job_id}.{req.format.extension}", self.objects, self.part_size
+            req.destination,
+            f"{job_id}.{req.format.extension}",
+            self.objects,
+            self.part_size,
+            self.export_root,
         )
         job = ExportJob(
             id=job_id,

@@ -75,10 +75,22 @@ class LocalTarget:
         return str(self.path)
 
     @staticmethod
-    def resolve(destination: str, name: str) -> LocalTarget:
-        """A directory (the file is `name` in it) or a file path that does not exist yet."""
+    def resolve(destination: str, name: str, root: str | None = None) -> LocalTarget:
+        """A directory (the file is `name` in it) or a file path that does not exist yet.
+
+        With `root` (the server's --export-dir) the path must lie inside it, symbolic links
+        and `..` resolved, and a relative one is taken from it: an API caller must not be
+        able to make the server write wherever its user can."""
         p = Path(destination)
-        if not p.is_absolute():
+        if root is not None:
+            base = Path(root).resolve()
+            p = (base / p).resolve() if not p.is_absolute() else p.resolve()
+            if p != base and base not in p.parents:
+                raise InvalidArgument(
+                    f"destination: {destination!r} is outside the export directory {str(base)!r} "
+                    "(--export-dir); use a path inside it or s3://bucket/prefix"
+                )
+        elif not p.is_absolute():
             raise InvalidArgument(
                 f"destination: {destination!r} is neither s3://bucket/prefix nor an absolute path"
             )
@@ -93,14 +105,6 @@ class LocalTarget:
         if not os.access(p.parent, os.W_OK | os.X_OK):
             raise InvalidArgument(f"destination: the server cannot write to {str(p.parent)!r}")
         return LocalTarget(p)
-
-    @staticmethod
-    def partial_of(destination: str, name: str) -> Path:
-        """The partial file an export to `destination` writes (found again after a crash)."""
-        p = Path(destination)
-        if p.is_dir():
-            p = p / name
-        return p.with_name(p.name + ".partial")
 
     def write(self, chunks: Iterator[bytes]) -> int:
         n = 0
@@ -160,6 +164,7 @@ def target_for(
     name: str,
     objects: ObjectStore | None,
     part_size: int = PART_SIZE,
+    root: str | None = None,
 ) -> ExportTarget:
     """The target of a destination text, checked now so a bad one fails the request.
     `name` is the file or object name to use under a directory or prefix."""
@@ -179,4 +184,4 @@ def target_for(
         raise InvalidArgument(
             f"destination: {destination[:60]!r}: use s3://bucket/prefix or an absolute path"
         )
-    return LocalTarget.resolve(destination, name)
+    return LocalTarget.resolve(destination, name, root)
