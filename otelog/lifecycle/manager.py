@@ -283,7 +283,7 @@ class LifecycleManager:
                 if not active:
                     continue
                 for seg in self.store.all_segments().get(tenant, []):
-                    if not seg.meta.rows:
+                    if not seg.meta.rows or self._stop.is_set():
                         continue
                     per = [(t, searcher.hidden_rows(seg, [t])) for t in active]
                     hidden = BitMap.union(*(bm for _, bm in per))
@@ -377,6 +377,8 @@ class LifecycleManager:
             ]
             todo.sort(key=lambda s: s.meta.min_ts)
             for seg in todo:
+                if self._stop.is_set():
+                    return  # shutting down: the rest waits for the next start
                 with self.store.rewrite_lock:
                     try:
                         self._apply_policies(tenant, seg, policies)
