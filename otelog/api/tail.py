@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from otelog.errors import InvalidArgument, OtelogError
 from otelog.model import DEFAULT_TENANT, LogBatch, log_id_str
 from otelog.query.ast import And, Compare, Node, Not, Or, TimeRef
-from otelog.query.execute import Searcher, tombstones_of
+from otelog.query.execute import Searcher, hidden_by, tombstones_of
 from otelog.query.match import Matcher, compile_matcher, value_text
 from otelog.query.parser import parse
 from otelog.query.resume import records_after
@@ -313,9 +313,7 @@ class TailHub:
                 row = built[i]
                 if row is None:
                     row = built[i] = row_from_batch(batch, i, resources)
-                if m(row) and not (
-                    hide and any(row.log_id <= t.max_lid and t.matcher(row) for t in hide)
-                ):
+                if m(row) and not hidden_by(hide, row):
                     matched.append(row)
             if not matched:
                 continue

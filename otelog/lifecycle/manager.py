@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pyroaring import BitMap
@@ -33,52 +33,43 @@ from otelog.lifecycle.retention import (
     policy_prefix,
 )
 from otelog.model import DEFAULT_TENANT
-from otelog.query.execute import Searcher
+from otelog.query.execute import Searcher, hidden_by
 from otelog.query.parser import parse
+from otelog.query.rows import row_from_batch
 from otelog.store import format as fmt
 from otelog.store.bloom import TraceBloom
 from otelog.store.cold import (
     ColdSegmentReader,
     ColdSource,
     DiskCache,
-    encode_object,
     object_of_segment,
     split_uri,
 )
 from otelog.store.deletions import ERASED, ERASING, PENDING, DeletionRequest
 from otelog.store.merge import merge_segments
-from otelog.store.segment import BuiltSegment, SegmentMeta, SegmentReader
+from otelog.store.segment import SegmentData, SegmentMeta, SegmentReader
 from otelog.store.store import SegmentGone, Store
 
 log = logging.getLogger(__name__)
 
-HOUR_NS = 3600 * 1_000_000_000
-
 
 @dataclass
 class LifecycleStats:
-    passes: int = 0
+    """Counters for /metrics (lifecycle/figures.py)."""
+
     tiered_segments: int = 0
     tiered_rows: int = 0
     tiered_bytes: int = 0
-    tier_seconds: float = 0.0
     expired_rows: int = 0
     expired_spans: int = 0
-    dropped_segments: int = 0
     errors: int = 0
     last_error: str = ""
-    erase_rewrites: int = 0
-    by_action: dict[str, int] = field(default_factory=dict)
 
 
-def _object_of_built(built: BuiltSegment) -> bytes:
-    m = built.meta
-    prefix = fmt.segment_columns_prefix(m.tenant, m.id)
-    columns = {k[len(prefix) :]: v for k, v in built.columns}
-    columns.pop(fmt.COL_TERMS, None)  # the object's posting index lists the terms
-    tp = fmt.tenant_prefix(m.tenant)
-    postings = {k[len(tp) + 2 : -8]: v for k, v in built.postings}
-    return encode_object(m, columns, postings)
+def _object_name(meta: SegmentMeta) -> str:
+    """Where under its destination a cold segment's object goes."""
+    day = datetime.fromtimestamp(meta.min_ts / 1e9, UTC).strftime("%Y-%m-%d")
+    return f"{meta.tenant}/{day}/{meta.id:016x}.seg"
 
 
 class LifecycleManager:
@@ -195,10 +186,10 @@ class LifecycleManager:
                     tid = searcher.segment_row(seg, r).trace_id
                     if tid:
                         traces.add(bytes.fromhex(tid))
-        searcher.tombstones = mine
         for b in snap.fresh:
             for i in range(len(b)):
-                if searcher._fresh_hidden(b, i):
+                row = row_from_batch(b, i, searcher.resources)
+                if hidden_by(mine, row):
                     n += 1
                     if d.with_traces and b.trace_id[i]:
                         traces.add(b.trace_id[i])
@@ -243,7 +234,6 @@ class LifecycleManager:
     def run_pass(self) -> None:
         """Erase, then retention and tiering, then finish erasures whose bytes are gone."""
         with self._pass_lock:
-            self.stats.passes += 1
             errors: list[str] = []
             for step in (self._erase_pass, self._retention_pass):
                 try:
@@ -296,7 +286,6 @@ class LifecycleManager:
                     except Exception as e:  # noqa: BLE001 - the others go on; retried next pass
                         failures.append(f"segment {seg.meta.id:016x}: {e}")
                         continue
-                    self.stats.erase_rewrites += 1
                     entry = {
                         "segment": f"{seg.meta.id:016x}",
                         "object": seg.meta.cold,
@@ -376,26 +365,25 @@ class LifecycleManager:
                 if s.meta.rows and self._next_check(s) <= now and may_act(s, policies, now)
             ]
             todo.sort(key=lambda s: s.meta.min_ts)
+            searcher = Searcher(self.store, tenant)
             for seg in todo:
                 if self._stop.is_set():
                     return  # shutting down: the rest waits for the next start
                 with self.store.rewrite_lock:
                     try:
-                        self._apply_policies(tenant, seg, policies)
+                        self._apply_policies(searcher, seg, policies)
                     except SegmentGone:
                         continue
 
     def _apply_policies(
-        self, tenant: str, seg: SegmentReader, policies: list[RetentionPolicy]
+        self, searcher: Searcher, seg: SegmentReader, policies: list[RetentionPolicy]
     ) -> None:
-        searcher = Searcher(self.store, tenant)
         if searcher.tombstones and not seg.meta.cold and searcher.hidden_rows(seg):
             return  # erase first: rows under a tombstone must not be copied to a bucket
         groups = assign(searcher, seg, policies)
         plan = plan_segment(
             seg, groups, self.clock(), self.default_destination, self.objects is not None
         )
-        self.stats.by_action[plan.action.value] = self.stats.by_action.get(plan.action.value, 0) + 1
         if plan.action is Action.KEEP:
             # nothing changes for this segment before its next row crosses a boundary
             seg.derived[("next_check", self._policy_epoch)] = next_change(seg, groups, self.clock())
@@ -403,8 +391,6 @@ class LifecycleManager:
         if plan.action in (Action.DROP, Action.EXPIRE):
             self._rewrite(seg, plan.keeps)
             self.stats.expired_rows += plan.expired
-            if plan.action is Action.DROP:
-                self.stats.dropped_segments += 1
         elif plan.action is Action.SPLIT:
             # decide on the pieces now, under the same lock: a merge in between would
             # join them again
@@ -432,26 +418,24 @@ class LifecycleManager:
 
     def _tier(self, seg: SegmentReader, dest: Destination) -> SegmentReader:
         assert self.objects is not None
-        t0 = time.perf_counter()
         (nid,) = self.store.new_ids_after(seg, 1)
         meta = replace(seg.meta, id=nid)
-        data = object_of_segment(seg, meta)
+        terms = seg.terms()
+        data = object_of_segment(seg, meta, terms)
         uri = self._upload(dest, meta, data)
         cold = replace(meta, cold=uri, cold_bytes=len(data), nbytes=len(data))
-        bloom = _trace_bloom(seg.terms())
+        bloom = _trace_bloom(terms)
         (reader,) = self.store.replace_segments(
             seg.meta.tenant, [seg], [], [cold], {cold.id: bloom}
         )
         self.stats.tiered_segments += 1
         self.stats.tiered_rows += seg.meta.rows
         self.stats.tiered_bytes += len(data)
-        self.stats.tier_seconds += time.perf_counter() - t0
         return reader
 
     def _upload(self, dest: Destination, meta: SegmentMeta, data: bytes) -> str:
         assert self.objects is not None
-        day = datetime.fromtimestamp(meta.min_ts / 1e9, UTC).strftime("%Y-%m-%d")
-        key = dest.key(f"{meta.tenant}/{day}/{meta.id:016x}.seg")
+        key = dest.key(_object_name(meta))
         self.objects.put(dest.bucket, key, data)  # verified against the server's ETag
         return f"s3://{dest.bucket}/{key}"
 
@@ -466,16 +450,18 @@ class LifecycleManager:
         bucket, key = split_uri(seg.meta.cold)
         whole = ColdSource.of_bytes(seg.meta.cold, self.objects.get(bucket, key))
         src = ColdSegmentReader(whole, seg.meta)
-        dest = Destination(bucket, key.rsplit("/", 3)[0] + "/" if key.count("/") >= 3 else "")
+        # the replacements go where the object is: its key less its own name
+        dest = Destination(bucket, key[: len(key) - len(_object_name(seg.meta))])
         metas = []
         blooms = {}
-        tp = len(fmt.tenant_prefix(seg.meta.tenant)) + 2
         for nid, keep in zip(self.store.new_ids_after(seg, len(keeps)), keeps, strict=True):
             built = merge_segments(seg.meta.tenant, nid, [src], [keep])
-            data = _object_of_built(built)
+            piece = SegmentReader(SegmentData.of_built(built), built.meta)
+            terms = piece.terms()
+            data = object_of_segment(piece, None, terms)
             uri = self._upload(dest, built.meta, data)
             metas.append(replace(built.meta, cold=uri, cold_bytes=len(data), nbytes=len(data)))
-            blooms[nid] = _trace_bloom([k[tp:-8] for k, _ in built.postings])
+            blooms[nid] = _trace_bloom(terms)
         return self.store.replace_segments(seg.meta.tenant, [seg], [], metas, blooms)
 
     def _delete_object(self, uri: str) -> None:

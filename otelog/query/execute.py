@@ -179,11 +179,9 @@ class _SegmentEval:
                 tid = bytes.fromhex(str(v))
             except ValueError:
                 return (BitMap(), True) if op == "=" else (self.all, True)
-            if self.seg.meta.cold:
-                bloom = self.store.trace_bloom(self.seg)
-                if bloom is not None and not bloom.may_contain(tid):
-                    # not in this object: no request to object storage
-                    return (BitMap(), True) if op == "=" else (self.all, True)
+            if not self.store.may_hold_trace(self.seg, tid):
+                # not in this cold object: no request to object storage
+                return (BitMap(), True) if op == "=" else (self.all, True)
             return self._eq_or_ne(op, fmt.T_TRACE + tid)
         for prefix, kind, tag in (
             ("attributes.", fmt.T_ATTR, "a:"),
@@ -241,6 +239,12 @@ def whole_traces(node: Node) -> set[bytes]:
     return set()
 
 
+def hidden_by(tombstones: list[_Tombstone], row: LogRow) -> bool:
+    """Does a tombstone hide this decoded row? (Fresh rows, live tail, pages of exports;
+    sealed segments use `Searcher.hidden_rows`, bitmaps.)"""
+    return any(row.log_id <= t.max_lid and t.matcher(row) for t in tombstones)
+
+
 def tombstones_of(store: Store, tenant: str) -> list[_Tombstone]:
     out = []
     for d in store.deletions(tenant):
@@ -264,8 +268,8 @@ class Searcher:
     """Runs queries against one tenant's snapshot of the store.
 
     Rows of active deletion requests (tombstones) are left out of every answer: searches,
-    matches (aggregations, exports), traces and resumes all start from `_segment_rows`,
-    `_fresh_hidden` or `hidden_rows`.
+    matches (aggregations, exports), traces and resumes all go through `_segment_rows` or
+    `hidden_rows` (sealed) and `hidden_by` (fresh).
     """
 
     def __init__(self, store: Store, tenant: str) -> None:
@@ -300,13 +304,6 @@ class Searcher:
         if rows and int(lid.max()) > t.max_lid:
             rows &= bitmap_of(np.flatnonzero(lid <= t.max_lid))
         return rows
-
-    def _fresh_hidden(self, b: LogBatch, i: int) -> bool:
-        lid = b.log_id[i]
-        for t in self.tombstones:
-            if lid <= t.max_lid and t.matcher(row_from_batch(b, i, self.resources)):
-                return True
-        return False
 
     def _segment_rows(
         self, seg: SegmentReader, node: Node, window: TimeWindow, now_ns: int, matcher: Matcher
@@ -418,9 +415,8 @@ class Searcher:
         for i, t in enumerate(b.ts):
             if t < ws or t >= we:
                 continue
-            if not matcher(row_from_batch(b, i, self.resources)):
-                continue
-            if self.tombstones and self._fresh_hidden(b, i):
+            row = row_from_batch(b, i, self.resources)
+            if not matcher(row) or hidden_by(self.tombstones, row):
                 continue
             n += 1
             if limit > 0 and (cursor is None or (t, b.log_id[i]) < cursor):
@@ -442,20 +438,22 @@ class Searcher:
             bm = self._segment_rows(seg, node, window, now_ns, matcher)
             if bm:
                 out.segments.append((seg, bm))
-        # the empty query needs no row objects: the time test alone decides
-        everything = isinstance(node, MatchAll)
+        # the empty query and no tombstone need no row objects: the time test decides
+        rowless = isinstance(node, MatchAll) and not self.tombstones
         ws, we = window.start, window.end
         for b in snap.fresh:
             rows = [
                 i
                 for i, t in enumerate(b.ts)
-                if ws <= t < we
-                and (everything or matcher(row_from_batch(b, i, self.resources)))
-                and not (self.tombstones and self._fresh_hidden(b, i))
+                if ws <= t < we and (rowless or self._keeps(b, i, matcher))
             ]
             if rows:
                 out.fresh.append((b, rows))
         return out
+
+    def _keeps(self, b: LogBatch, i: int, matcher: Matcher) -> bool:
+        row = row_from_batch(b, i, self.resources)
+        return matcher(row) and not hidden_by(self.tombstones, row)
 
     def trace_logs(self, trace_id: bytes) -> list[LogRow]:
         """Every log of a trace, any age: one prefix scan of the trace's posting key."""
@@ -473,17 +471,17 @@ class Searcher:
         # cold segments hold their postings in their objects; their bloom filters (in
         # RocksDB) rule out all but the few that may hold the trace
         for seg in snap.segments:
-            if seg.meta.cold:
-                bloom = self.store.trace_bloom(seg)
-                if bloom is None or bloom.may_contain(trace_id):
-                    found.append((seg, seg.posting(term)))
+            if seg.meta.cold and self.store.may_hold_trace(seg, trace_id):
+                found.append((seg, seg.posting(term)))
         for seg, bm in found:
             if self.tombstones and bm:
                 bm = bm - self.hidden_rows(seg)
             rows.extend(self.segment_row(seg, r) for r in bm.to_array().tolist())
         for b in snap.fresh:
             for i, t in enumerate(b.trace_id):
-                if t == trace_id and not (self.tombstones and self._fresh_hidden(b, i)):
-                    rows.append(row_from_batch(b, i, self.resources))
+                if t == trace_id:
+                    row = row_from_batch(b, i, self.resources)
+                    if not hidden_by(self.tombstones, row):
+                        rows.append(row)
         rows.sort(key=lambda r: (r.ts, r.log_id))
         return rows

@@ -24,7 +24,7 @@ from functools import partial
 import numpy as np
 
 from otelog.model import LogBatch
-from otelog.query.execute import Matches, Searcher, tombstones_of
+from otelog.query.execute import Matches, Searcher, hidden_by, tombstones_of
 from otelog.query.rows import LogRow, row_from_batch
 from otelog.store.segment import SegmentReader, rows_array
 
@@ -201,10 +201,7 @@ def ordered_rows(searcher: Searcher, m: Matches, page_rows: int = 4096) -> Itera
                 later = [t for t in tombstones_of(searcher.store, searcher.tenant)
                          if t.id not in known]  # fmt: skip
                 if later:
-                    decoded = [
-                        r for r in decoded
-                        if not any(r.log_id <= t.max_lid and t.matcher(r) for t in later)
-                    ]  # fmt: skip
+                    decoded = [r for r in decoded if not hidden_by(later, r)]
                 if decoded:
                     yield decoded
         live = [s for s in live if s.pos < len(s)]

@@ -20,7 +20,7 @@ import numpy as np
 
 from otelog.model import LogBatch
 from otelog.query.ast import Node
-from otelog.query.execute import Searcher, _SegmentEval
+from otelog.query.execute import Searcher, _SegmentEval, hidden_by
 from otelog.query.match import Matcher, compile_matcher
 from otelog.query.rows import LogRow, row_from_batch
 from otelog.store.segment import SegmentReader, bitmap_of, rows_array
@@ -116,7 +116,7 @@ def _fresh_candidates(
     taken = 0
     for i in range(start, len(b)):
         row = row_from_batch(b, i, s.resources)
-        if matcher(row) and not (s.tombstones and s._fresh_hidden(b, i)):
+        if matcher(row) and not hidden_by(s.tombstones, row):
             out.append((row.log_id, row, None, i))
             taken += 1
             if taken >= limit:

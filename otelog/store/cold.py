@@ -344,9 +344,12 @@ class ColdSegmentReader(SegmentReader):
         return list(self.source.terms())
 
 
-def object_of_segment(seg: SegmentReader, as_meta: SegmentMeta | None = None) -> bytes:
+def object_of_segment(
+    seg: SegmentReader, as_meta: SegmentMeta | None = None, terms: list[bytes] | None = None
+) -> bytes:
     """Every column and posting of a segment (hot or cold) as one cold object, described
-    by `as_meta` (the id the copy will have) when given."""
+    by `as_meta` (the id the copy will have) when given; `terms`: the segment's, when the
+    caller has them already."""
     m = seg.meta
     prefix = fmt.segment_columns_prefix(m.tenant, m.id)
     columns: dict[bytes, bytes] = {}
@@ -357,7 +360,7 @@ def object_of_segment(seg: SegmentReader, as_meta: SegmentMeta | None = None) ->
         if value is None:
             raise KeyError(f"segment {m.id:x} lost column {key[len(prefix) :]!r}")
         columns[key[len(prefix) :]] = value
-    terms = seg.terms()
+    terms = seg.terms() if terms is None else terms
     pkeys = [fmt.posting_key(m.tenant, t, m.id) for t in terms]
     postings: dict[bytes, bytes] = {}
     for t, v in zip(terms, seg.db.get_many(fmt.CF_POST, pkeys), strict=True):

@@ -291,6 +291,13 @@ class SegmentData:
                 values[(fmt.CF_POST, key)] = found
         return SegmentData(values)
 
+    @staticmethod
+    def of_built(built: BuiltSegment) -> SegmentData:
+        """The bytes of a segment just built, before (or instead of) writing them."""
+        values = {(fmt.CF_COLS, k): v for k, v in built.columns}
+        values.update({(fmt.CF_POST, k): v for k, v in built.postings})
+        return SegmentData(values)
+
     def get(self, cf: str, key: bytes) -> bytes | None:
         return self.values.get((cf, key))
 

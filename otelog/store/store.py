@@ -328,6 +328,13 @@ class Store:
             self.compact_deleted(hot)
         return len(gone) - len(failed)
 
+    def may_hold_trace(self, seg: SegmentReader, trace_id: bytes) -> bool:
+        """False only when a cold segment's filter rules the trace out."""
+        if not seg.meta.cold:
+            return True
+        bloom = self.trace_bloom(seg)
+        return bloom is None or bloom.may_contain(trace_id)
+
     def trace_bloom(self, seg: SegmentReader) -> TraceBloom | None:
         """The trace-id filter of a cold segment; None when it has none (then ask it)."""
         with self._lock:
