@@ -258,7 +258,6 @@ class Store:
         grace_s: float | None = None,
     ) -> int:
         """Merge one run of small segments, if there is one. Returns the rows merged."""
-        grace_s = self.gc_grace_s if grace_s is None else grace_s
         with self._merge_lock:
             with self._lock:
                 tenants = {
@@ -272,24 +271,9 @@ class Store:
                 with self._lock:
                     seg_id = self._new_seg_id()
                 built = self.segment_merger(tenant, seg_id, run, None)
-                wb = self.db.batch()
-                for k, v in built.columns:
-                    self.db.put(wb, fmt.CF_COLS, k, v)
-                for k, v in built.postings:
-                    self.db.put(wb, fmt.CF_POST, k, v)
-                self.db.put(wb, fmt.CF_META, fmt.catalog_key(tenant, seg_id), built.meta.encode())
-                for s in run:
-                    self.db.delete(wb, fmt.CF_META, fmt.catalog_key(tenant, s.meta.id))
-                    self.db.put(wb, fmt.CF_META, _gc_key(s.meta), s.meta.encode())
-                self.db.write(wb, sync=False)
-                reader = SegmentReader(self.db, built.meta)
-                with self._lock:
-                    catalog = self._segments[tenant]
-                    for s in run:
-                        catalog.pop(s.meta.id, None)
-                    catalog[seg_id] = reader
-                    # queries that took a snapshot before may still read the inputs
-                    self._garbage.append((time.monotonic() + grace_s, run))
+                # not synced: a merge lost in a crash leaves its inputs, which still hold
+                # every row, and nothing deletes them before this write is on disk
+                self.replace_segments(tenant, run, [built], [], sync=False, grace_s=grace_s)
                 return built.meta.rows
             return 0
 
@@ -303,30 +287,31 @@ class Store:
         hot = [s for s in gone if not s.meta.cold]
         for s in hot:
             self._delete_segment_data(s, _gc_key(s.meta))
-        failed: list[SegmentReader] = []
-        for s in gone:
-            if not s.meta.cold:
-                continue
-            try:
-                if self.cold_deleter is None:
-                    raise RuntimeError("no object storage configured")
-                self.cold_deleter(s.meta.cold)
-            except Exception as e:  # noqa: BLE001 - the gc key stays; retried next round
-                log.warning("cannot delete %s yet: %s", s.meta.cold, e)
-                failed.append(s)
-                continue
-            wb = self.db.batch()
-            self.db.delete(wb, fmt.CF_META, _gc_key(s.meta))
-            self.db.delete(wb, fmt.CF_META, fmt.bloom_key(s.meta.tenant, s.meta.id))
-            self.db.write(wb, sync=False)
-            with self._lock:
-                self._blooms.pop(s.meta.id, None)
+        failed = [s for s in gone if s.meta.cold and not self._delete_cold(s)]
         if failed:
             with self._lock:
                 self._garbage.append((now + 30.0, failed))
         if hot:
             self.compact_deleted(hot)
         return len(gone) - len(failed)
+
+    def _delete_cold(self, s: SegmentReader) -> bool:
+        """Delete a replaced cold segment's object, then its gc key and trace filter.
+        False when object storage refused: the gc key stays and it is retried."""
+        try:
+            if self.cold_deleter is None:
+                raise RuntimeError("no object storage configured")
+            self.cold_deleter(s.meta.cold)
+        except Exception as e:  # noqa: BLE001 - retried next round
+            log.warning("cannot delete %s yet: %s", s.meta.cold, e)
+            return False
+        wb = self.db.batch()
+        self.db.delete(wb, fmt.CF_META, _gc_key(s.meta))
+        self.db.delete(wb, fmt.CF_META, fmt.bloom_key(s.meta.tenant, s.meta.id))
+        self.db.write(wb, sync=False)
+        with self._lock:
+            self._blooms.pop(s.meta.id, None)
+        return True
 
     def may_hold_trace(self, seg: SegmentReader, trace_id: bytes) -> bool:
         """False only when a cold segment's filter rules the trace out."""
@@ -393,6 +378,8 @@ class Store:
         hot: list[BuiltSegment],
         cold: list[SegmentMeta],
         blooms: dict[int, TraceBloom] | None = None,
+        sync: bool = True,
+        grace_s: float | None = None,
     ) -> list[SegmentReader]:
         """Swap segments in one atomic catalog write: the new hot segments' data and the
         new cold segments' catalog entries in, the old entries out. The old bytes stay for
@@ -404,7 +391,6 @@ class Store:
                 if catalog.get(s.meta.id) is not s:
                     raise SegmentGone(f"segment {s.meta.id:x} was replaced meanwhile")
         wb = self.db.batch()
-        new_ids = {b.meta.id for b in hot} | {m.id for m in cold}
         for b in hot:
             for k, v in b.columns:
                 self.db.put(wb, fmt.CF_COLS, k, v)
@@ -417,12 +403,11 @@ class Store:
             if bloom is not None:
                 self.db.put(wb, fmt.CF_META, fmt.bloom_key(tenant, m.id), bloom.encode())
         for s in old:
-            if s.meta.id not in new_ids:
-                self.db.delete(wb, fmt.CF_META, fmt.catalog_key(tenant, s.meta.id))
+            self.db.delete(wb, fmt.CF_META, fmt.catalog_key(tenant, s.meta.id))
             self.db.put(wb, fmt.CF_META, _gc_key(s.meta), s.meta.encode())
-        # synced: the old bytes may be erased right after this (GDPR), so the catalog
-        # must never come back pointing at them
-        self.db.write(wb, sync=True)
+        # synced by default: the old bytes may be erased right after this (GDPR), so the
+        # catalog must never come back pointing at them
+        self.db.write(wb, sync=sync)
         readers = [self.reader(b.meta) for b in hot] + [self.reader(m) for m in cold]
         with self._lock:
             catalog = self._segments.setdefault(tenant, {})
@@ -430,7 +415,8 @@ class Store:
                 catalog.pop(s.meta.id, None)
             for r in readers:
                 catalog[r.meta.id] = r
-            self._garbage.append((time.monotonic() + self.gc_grace_s, list(old)))
+            grace = self.gc_grace_s if grace_s is None else grace_s
+            self._garbage.append((time.monotonic() + grace, list(old)))
         for s in old:
             self.scan_cache.forget(s.meta.id)
         return readers
@@ -462,20 +448,20 @@ class Store:
         """Every record committed so far has a log id at most this (ids are seq << 24)."""
         return (self._next_seq << 24) - 1
 
-    def compact_deleted(self, segments: list[SegmentReader], everything: bool = False) -> None:
+    def compact_deleted(self, segments: list[SegmentReader]) -> None:
         """Have RocksDB drop deleted data now rather than whenever its levels fill up.
 
         Compaction runs in RocksDB's threads without the GIL; merged-away segments and
         sealed WAL entries are most of what it removes. A segment's columns are one key
         range, cheap to compact at once; its postings are keyed term-first, spread over the
-        whole family, so that family is compacted whole only every `post_compact_s`, or
-        when `everything` is asked for (an erasure must see its bytes gone).
+        whole family, so that family is compacted whole only every `post_compact_s` (an
+        erasure, which must see its bytes gone, calls `erase_now`).
         """
         for s in segments:
             lo = fmt.segment_columns_prefix(s.meta.tenant, s.meta.id)
             self.db.compact(fmt.CF_COLS, lo, fmt.prefix_end(lo))
         now = time.monotonic()
-        if everything or now - self._last_post_compaction >= self.post_compact_s:
+        if now - self._last_post_compaction >= self.post_compact_s:
             self._last_post_compaction = now
             self.db.compact(fmt.CF_POST)
             self.db.compact(fmt.CF_WAL)
