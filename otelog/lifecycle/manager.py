@@ -115,8 +115,6 @@ class LifecycleManager:
 
     def set_policy(self, policy: RetentionPolicy, tenant: str = DEFAULT_TENANT) -> RetentionPolicy:
         policy.validate()
-        if policy.destination:
-            Destination.parse(policy.destination)
         key = policy_prefix(tenant) + policy.name.encode()
         self.store.db.write_one(fmt.CF_META, key, policy.encode(), sync=True)
         return policy

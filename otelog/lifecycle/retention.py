@@ -18,6 +18,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from otelog.errors import InvalidArgument
+from otelog.lifecycle.objstore import Destination
 from otelog.query.execute import Searcher
 from otelog.query.match import compile_matcher
 from otelog.query.parser import parse
@@ -50,8 +51,8 @@ class RetentionPolicy:
             raise InvalidArgument("hot_days and cold_days must be between 0 and 36500")
         if self.name == DEFAULT and self.query:
             raise InvalidArgument("the default policy applies to every record: no query")
-        if self.destination and not self.destination.startswith("s3://"):
-            raise InvalidArgument(f"destination must be s3://bucket/prefix: {self.destination!r}")
+        if self.destination:
+            Destination.parse(self.destination)  # s3://bucket/prefix, or a clear error
         parse(self.query)  # a bad query fails here, with its position
         return self
 
@@ -126,9 +127,19 @@ class Action(Enum):
 @dataclass
 class Plan:
     action: Action
-    keeps: list[BitMap]  # EXPIRE: the rows that stay; SPLIT: one bitmap per destination
+    # EXPIRE: the rows that stay; SPLIT: the ready rows of each destination, then the rest
+    keeps: list[BitMap]
     destination: str = ""
     expired: int = 0
+
+
+def _rows_before(ts: np.ndarray, t: int) -> BitMap:
+    """Rows of a time-sorted segment stamped before `t`: a range, no per-row work."""
+    bm = BitMap()
+    cut = int(np.searchsorted(ts, t, "left"))
+    if cut:
+        bm.add_range(0, cut)
+    return bm
 
 
 def plan_segment(
@@ -141,11 +152,7 @@ def plan_segment(
     ts = seg.ts
     expired = BitMap()
     for p, rows in groups:
-        cut = int(np.searchsorted(ts, now_ns - p.total_ns, "left"))
-        if cut:
-            old = BitMap()
-            old.add_range(0, cut)
-            expired |= rows & old
+        expired |= rows & _rows_before(ts, now_ns - p.total_ns)
     if len(expired) == seg.meta.rows:
         return Plan(Action.DROP, [], expired=len(expired))
     if expired:
@@ -155,12 +162,7 @@ def plan_segment(
     # rows past their hot period, grouped by where they go
     by_dest: dict[str, BitMap] = {}
     for p, rows in groups:
-        cut = int(np.searchsorted(ts, now_ns - p.hot_ns, "left"))
-        if not cut:
-            continue
-        old = BitMap()
-        old.add_range(0, cut)
-        ready = rows & old
+        ready = rows & _rows_before(ts, now_ns - p.hot_ns)
         if ready:
             dest = p.destination or default_destination
             by_dest[dest] = by_dest.get(dest, BitMap()) | ready
