@@ -8,9 +8,8 @@ what a deletion hides run in a worker thread.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -23,8 +22,6 @@ from otelog.lifecycle.retention import RetentionPolicy as Policy
 from otelog.model import DEFAULT_TENANT
 from otelog.store.deletions import DeletionRequest as Deletion
 
-_T = TypeVar("_T")
-
 
 def _dt(ns: int) -> datetime | None:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC) if ns else None
@@ -35,10 +32,6 @@ def _manager(info: Info) -> LifecycleManager:
     if lm is None:
         raise GraphQLError("the data lifecycle is not available on this server")
     return lm
-
-
-async def _call(fn: Callable[..., _T], *args: Any) -> _T:
-    return await in_thread(fn, *args)
 
 
 @strawberry.type(
@@ -124,7 +117,7 @@ class LifecycleQuery:
     @strawberry.field(description="Retention policies in matching order; `default` last.")
     async def retention_policies(self, info: Info) -> list[RetentionPolicy]:
         lm = _manager(info)
-        return [RetentionPolicy.of(p) for p in await _call(lm.policies)]
+        return [RetentionPolicy.of(p) for p in await in_thread(lm.policies)]
 
     @strawberry.field(description="One GDPR deletion request, with its receipt once erased.")
     async def deletion_request(self, info: Info, id: strawberry.ID) -> DeletionRequest | None:
@@ -157,11 +150,11 @@ class LifecycleMutation:
     ) -> RetentionPolicy:
         lm = _manager(info)
         p = Policy(name, query, hot_days, cold_days, destination, priority)
-        return RetentionPolicy.of(await _call(lm.set_policy, p))
+        return RetentionPolicy.of(await in_thread(lm.set_policy, p))
 
     @strawberry.mutation(description="Remove a retention policy; its records fall to the next.")
     async def delete_retention_policy(self, info: Info, name: str) -> bool:
-        return await _call(_manager(info).delete_policy, name)
+        return await in_thread(_manager(info).delete_policy, name)
 
     @strawberry.mutation(
         description="GDPR delete: every record matching `query` that is stored when this "
@@ -181,5 +174,5 @@ class LifecycleMutation:
         ] = False,
     ) -> DeletionRequest:
         lm = _manager(info)
-        d = await _call(lm.delete_logs, query, DEFAULT_TENANT, with_traces)
+        d = await in_thread(lm.delete_logs, query, DEFAULT_TENANT, with_traces)
         return DeletionRequest.of(d, lm.clock())

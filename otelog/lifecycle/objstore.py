@@ -150,14 +150,6 @@ class ObjectStore:
             )
         return data
 
-    def exists(self, bucket: str, key: str) -> bool:
-        try:
-            with _errors("stat", f"s3://{bucket}/{key}"):
-                self.client.stat_object(bucket, key)
-        except ObjectMissing:
-            return False
-        return True
-
     def delete(self, bucket: str, keys: Iterable[str]) -> None:
         todo = [DeleteObject(k) for k in keys]
         if not todo:

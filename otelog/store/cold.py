@@ -208,7 +208,7 @@ class ColdSource:
         self._whole: bytes | None = None
         self._head: bytes | None = None  # the first HEAD_BYTES of the object
         self._lock = threading.Lock()
-        self._header: dict[str, object] | None = None
+        self._loaded = False  # header parsed: columns and page index below are set
         self._data_base = 0
         self._columns: dict[bytes, tuple[int, int]] = {}
         self._page_first: list[bytes] = []
@@ -217,7 +217,7 @@ class ColdSource:
 
     @staticmethod
     def of_bytes(uri: str, data: bytes) -> ColdSource:
-        """A source over an object already in memory (rewrites, verification)."""
+        """A source over an object already in memory (a rewrite downloads it whole)."""
         src = ColdSource(uri, len(data), ColdAccess())
         src._whole = data
         return src
@@ -246,7 +246,7 @@ class ColdSource:
 
     def _load_header(self) -> None:
         with self._lock:
-            if self._header is not None:
+            if self._loaded:
                 return
             head = self._fetch(0, min(self.size, HEAD_BYTES))
             self._head = head
@@ -262,20 +262,15 @@ class ColdSource:
             }
             self._page_first = [bytes.fromhex(p[0]) for p in header["pages"]]
             self._page_loc = [(int(p[1]), int(p[2])) for p in header["pages"]]
-            self._header = header
+            self._loaded = True
 
     def forget(self) -> None:
         """Drop what is held in memory (header, first bytes, index pages): the next read
         goes to the disk cache or object storage again."""
         with self._lock:
-            self._header = None
+            self._loaded = False
             self._head = None
             self._pages.clear()
-
-    def meta(self) -> SegmentMeta:
-        self._load_header()
-        assert self._header is not None
-        return SegmentMeta(**self._header["meta"])  # type: ignore[arg-type]
 
     def _page(self, i: int) -> tuple[list[bytes], list[tuple[int, int]]]:
         with self._lock:
