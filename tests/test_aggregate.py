@@ -29,11 +29,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
     InstrumentationScope,
-    KeyValue,
-    KeyValueList,
 )
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from otlp_values import key_values
 
 from otelog.errors import InvalidArgument, QuerySyntaxError
 from otelog.ingest.writer import Writer
@@ -152,22 +151,6 @@ def make_records(n: int, seed: int, now_ns: int) -> list[Rec]:
             )
         )
     return recs
-
-
-def any_value(v: Any) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, str):
-        return AnyValue(string_value=v)
-    return AnyValue(kvlist_value=KeyValueList(values=key_values(v)))
-
-
-def key_values(d: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in d.items()]
 
 
 def resource(res: int) -> Resource:

@@ -26,14 +26,12 @@ import pyarrow.parquet as pq
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
     InstrumentationScope,
     KeyValue,
-    KeyValueList,
 )
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from otlp_values import any_value
 
 from otelog.errors import InvalidArgument, Overloaded, QuerySyntaxError
 from otelog.ingest.writer import Writer
@@ -76,24 +74,6 @@ class Sent:
     attrs: dict[str, Any]
     trace_id: str = ""
     span_id: str = ""
-
-
-def any_value(v: Any) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, str):
-        return AnyValue(string_value=v)
-    if isinstance(v, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(x) for x in v]))
-    return AnyValue(
-        kvlist_value=KeyValueList(
-            values=[KeyValue(key=k, value=any_value(x)) for k, x in v.items()]
-        )
-    )
 
 
 def request(recs: list[Sent]) -> bytes:

@@ -29,14 +29,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
-    ArrayValue,
     InstrumentationScope,
-    KeyValue,
-    KeyValueList,
 )
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from otlp_values import any_value, key_values
 
 from otelog.config import Config
 from otelog.ingest.writer import Writer
@@ -317,24 +315,6 @@ def make_dataset(seed: int, sizes: tuple[int, ...], now_ns: int) -> list[Rec]:
 
 
 # ---- OTLP encoding
-
-
-def any_value(v: AttrValue) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, str):
-        return AnyValue(string_value=v)
-    if isinstance(v, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(x) for x in v]))
-    return AnyValue(kvlist_value=KeyValueList(values=key_values(v)))
-
-
-def key_values(d: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in d.items()]
 
 
 def log_record(r: Rec) -> LogRecord:
@@ -1177,7 +1157,8 @@ def test_pagination_is_gap_free_while_records_arrive(small: Env) -> None:
 # ---- crash and WAL replay: a child process ingests and dies without closing anything
 
 _CHILD = """
-import importlib.util, sys
+import importlib.util, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # the tests' helper modules
 spec = importlib.util.spec_from_file_location("otelog_qe_child", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = mod
