@@ -633,3 +633,18 @@ def test_an_erasure_s3_interrupts_finishes_when_s3_returns(tmp_path: Path) -> No
     finally:
         e.close()
         s3.stop()
+
+
+def test_erased_only_once_the_old_bytes_are_gone(env: Env) -> None:
+    rng = random.Random(15)
+    env.ingest(_request(rng, 20, NOW - 3600 * 10**9, "graced", secret_every=5))
+    env.store.gc_grace_s = 3600  # queries that started before may still read the old copy
+    d = env.lm.delete_logs(f"attributes.user.id={SECRET}")
+    env.lm.run_pass()
+    env.lm.run_pass()
+    d1 = env.lm.deletion(d.id)
+    assert d1 is not None and d1.state == ERASING and d1.erased == 8 and not d1.erased_ns
+    env.store.collect_garbage(force=True)  # the grace period is over
+    env.lm.run_pass()
+    d2 = env.lm.deletion(d.id)
+    assert d2 is not None and d2.state == ERASED and d2.erased_ns
